@@ -5,15 +5,16 @@ the ONNX Runtime backend runs here too (no CUDA then). The UI and the CLI submit
 jobs and get ``concurrent.futures.Future``s back::
 
     worker = get_worker()                       # shared, started on first use
-    job = worker.submit(classifier.classify, paths, progress=on_progress)
+    token = CancelToken()
+    job = worker.submit(api.verify, settings, target, progress=on_progress, cancel=token)
     job.future.result()                         # or add_done_callback(...)
-    job.cancel()                                # queued: never runs; running: the job sees it
+    job.cancel()                                # queued: never runs; running: sets the token
 
-Inside a job, ``current_job()`` gives the running ``Job``: ``job.cancelled`` is the
-flag to poll (``job.check()`` raises ``CancelledError``) and ``job.report(done,
-total, message)`` calls the submitter's progress callback **from the worker
-thread** (the TUI turns it into a thread-safe ``post_message``; the worker never
-touches a widget).
+The job's arguments go to the function as they are: cancellation is the ``cancel=``
+``CancelToken`` the caller passes (the job adopts it, so ``job.cancel()`` sets it), and
+progress is the ``progress=`` callback, called **from the worker thread** (guarded: a
+failing callback is logged, never breaks the job; the TUI turns it into a thread-safe
+``post_message``; the worker never touches a widget). There is no ambient "current job".
 
 CUDA: when pycuda imports and a GPU is present, the thread does ``cuda.init()``,
 retains the device's *primary* context (the one TensorRT's runtime API and
@@ -40,10 +41,9 @@ from typing import Any
 import numpy as np
 
 from ncanvas_tui.errors import BackendError, CancelledError
+from ncanvas_tui.progress import CancelToken, guarded
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[..., None]
 
 _STOP = object()
 _local = threading.local()
@@ -72,20 +72,22 @@ class CudaInfo:
 
 
 class Job:
-    """One unit of work: ``future`` holds its result or exception."""
+    """One unit of work: ``future`` holds its result or exception; ``token`` is its cancel flag."""
 
     _ids = itertools.count(1)
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 progress: Progress | None, name: str | None) -> None:
+                 name: str | None) -> None:
         self.id = next(self._ids)
         self.fn = fn
         self.args = args
+        token = kwargs.get("cancel")
+        self.token: CancelToken = token if isinstance(token, CancelToken) else CancelToken()
+        if callable(kwargs.get("progress")):
+            kwargs = {**kwargs, "progress": guarded(kwargs["progress"])}
         self.kwargs = kwargs
-        self.progress = progress
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self.future: Future[Any] = Future()
-        self._cancel = threading.Event()
         self.started_at: float | None = None
         self.finished_at: float | None = None
 
@@ -97,37 +99,13 @@ class Job:
 
     def cancel(self) -> bool:
         """Ask the job to stop. A queued job never runs (its future is cancelled, returns True);
-        a running one sees ``cancelled`` and should raise ``CancelledError`` (returns False)."""
-        self._cancel.set()
+        a running one sees its token set and should raise ``CancelledError`` (returns False)."""
+        self.token.cancel()
         return self.future.cancel()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def is_cancelled(self) -> bool:
-        """The flag as a callable (``Classifier.classify(cancelled=job.is_cancelled)``)."""
-        return self._cancel.is_set()
-
-    def check(self) -> None:
-        """Raise ``CancelledError`` when the job was cancelled (call it in loops)."""
-        if self._cancel.is_set():
-            raise CancelledError(f"{self.name}: cancelled")
-
-    def report(self, *args: Any, **kwargs: Any) -> None:
-        """Progress, by convention ``(done, total, message)``; called in the worker thread.
-        A failing callback is logged and never breaks the job."""
-        if self.progress is None:
-            return
-        try:
-            self.progress(*args, **kwargs)
-        except Exception:
-            log.exception("progress callback of %s failed", self.name)
-
-
-def current_job() -> Job | None:
-    """The job running in this thread (None outside a worker job)."""
-    return getattr(_local, "job", None)
+        return self.token.cancelled
 
 
 def current_worker() -> GpuWorker | None:
@@ -294,12 +272,12 @@ class GpuWorker:
 
     # ---- jobs --------------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, progress: Progress | None = None,
-               name: str | None = None, **kwargs: Any) -> Job:
-        """Queue ``fn(*args, **kwargs)`` to run in the worker thread; returns its ``Job``."""
+    def submit(self, fn: Callable[..., Any], /, *args: Any, name: str | None = None, **kwargs: Any) -> Job:
+        """Queue ``fn(*args, **kwargs)`` to run in the worker thread; returns its ``Job``. A
+        ``cancel=CancelToken`` argument becomes the job's token (``job.cancel()`` sets it)."""
         if self._thread is None:
             self.start()
-        job = Job(fn, args, kwargs, progress, name)
+        job = Job(fn, args, kwargs, name)
         with self._lock:
             if self._closing:
                 raise RuntimeError(f"{self.name}: worker is shut down; no new jobs")
@@ -403,7 +381,6 @@ class GpuWorker:
             job.future.set_exception(CancelledError(f"{job.name}: cancelled before it started"))
             return
         self._running = job
-        _local.job = job
         job.started_at = time.perf_counter()
         try:
             result = job.fn(*job.args, **job.kwargs)
@@ -419,7 +396,6 @@ class GpuWorker:
         finally:
             job.finished_at = time.perf_counter()
             self.stats.busy_s += job.finished_at - job.started_at
-            _local.job = None
             self._running = None
 
     def _drain(self, cancel: bool) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from ncanvas_tui.errors import BackendError, CancelledError, ImageError
-from ncanvas_tui.worker import GpuWorker, current_job, current_worker, get_worker, on_worker, shutdown_worker
+from ncanvas_tui.progress import CancelToken
+from ncanvas_tui.worker import GpuWorker, current_worker, get_worker, on_worker, shutdown_worker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,11 +50,9 @@ def test_progress_is_called_from_the_worker_thread(worker: GpuWorker) -> None:
     def on_progress(done: int, total: int, msg: str) -> None:
         calls.append((done, total, msg, threading.current_thread().name))
 
-    def job() -> str:
-        j = current_job()
-        assert j is not None
+    def job(*, progress) -> str:  # the job is given its progress callback explicitly
         for i in range(1, 4):
-            j.report(i, 3, f"step {i}")
+            progress(i, 3, f"step {i}")
         return "ok"
 
     assert worker.submit(job, progress=on_progress).future.result(5) == "ok"
@@ -65,8 +64,8 @@ def test_a_failing_progress_callback_does_not_break_the_job(worker: GpuWorker) -
     def bad(*_a: object) -> None:
         raise RuntimeError("widget went away")
 
-    def job() -> int:
-        current_job().report(1, 1, "x")  # type: ignore[union-attr]
+    def job(*, progress) -> int:
+        progress(1, 1, "x")  # the worker guards the callback: it is logged, the job goes on
         return 7
 
     assert worker.submit(job, progress=bad).future.result(5) == 7
@@ -107,16 +106,14 @@ def test_a_running_job_sees_cancel_and_stops(worker: GpuWorker) -> None:
     started = threading.Event()
     steps: list[int] = []
 
-    def long_job() -> None:
-        j = current_job()
-        assert j is not None
+    def long_job(*, cancel: CancelToken) -> None:
         started.set()
         for i in range(1000):
-            j.check()
+            cancel.check("long job")
             steps.append(i)
             time.sleep(0.005)
 
-    job = worker.submit(long_job)
+    job = worker.submit(long_job, cancel=CancelToken())  # the job adopts the token: job.cancel() sets it
     assert started.wait(5)
     time.sleep(0.03)
     assert job.cancel() is False          # already running: cooperative
@@ -126,19 +123,19 @@ def test_a_running_job_sees_cancel_and_stops(worker: GpuWorker) -> None:
     assert worker.submit(lambda: "next").future.result(5) == "next"
 
 
-def test_classifier_style_cancel_callable(worker: GpuWorker) -> None:
-    """``Classifier.classify(cancelled=...)`` takes a callable: the job's flag works as one."""
+def test_the_token_is_also_a_callable_for_code_that_polls_one(worker: GpuWorker) -> None:
+    """Child processes and calibration loops poll a ``Callable[[], bool]``: the token is one."""
     seen: list[bool] = []
+    token = CancelToken()
 
-    def job() -> None:
-        j = current_job()
-        assert j is not None
-        seen.append(j.is_cancelled())
-        j.cancel()
-        seen.append(j.is_cancelled())
+    def job(*, cancel: CancelToken) -> None:
+        seen.append(cancel())
+        cancel.cancel()
+        seen.append(cancel())
 
-    worker.submit(job).future.exception(5)
-    assert seen == [False, True]
+    j = worker.submit(job, cancel=token)
+    j.future.exception(5)
+    assert seen == [False, True] and j.cancelled and j.token is token
 
 
 def test_shutdown_cancels_queued_jobs_runs_cleanups_in_the_worker_and_is_idempotent() -> None:
@@ -177,13 +174,13 @@ def test_shutdown_asks_the_running_job_to_stop() -> None:
     w = GpuWorker(use_cuda=False).start()
     started = threading.Event()
 
-    def polling() -> None:
+    def polling(*, cancel: CancelToken) -> None:
         started.set()
         while True:
-            current_job().check()  # type: ignore[union-attr]
+            cancel.check("polling")
             time.sleep(0.002)
 
-    job = w.submit(polling)
+    job = w.submit(polling, cancel=CancelToken())
     assert started.wait(5)
     t0 = time.perf_counter()
     w.shutdown(timeout=10)
@@ -274,8 +271,8 @@ def test_classify_through_the_worker_matches_a_direct_call(settings, workdir: Pa
     with GpuWorker(use_cuda=False) as w:
         clf = Classifier(settings, backend="onnxruntime", precision="fp32")
         progress: list[tuple[int, int]] = []
-        job = w.submit(lambda: clf.classify(photos, progress=lambda d, t, m: progress.append((d, t)),
-                                            cancelled=current_job().is_cancelled))  # type: ignore[union-attr]
+        job = w.submit(clf.classify, photos, progress=lambda d, t, m: progress.append((d, t)),
+                       cancel=CancelToken())
         res = job.future.result(60)
     assert [r["top"][0]["index"] for r in res.results] == [r["top"][0]["index"] for r in direct.results]
     assert progress and progress[-1] == (len(photos), len(photos))

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from ncanvas_tui.errors import CancelledError, EngineError
-from ncanvas_tui.worker import DeviceBuffer, GpuWorker, current_job
+from ncanvas_tui.progress import CancelToken
+from ncanvas_tui.worker import DeviceBuffer, GpuWorker
 
 pytestmark = pytest.mark.gpu
 
@@ -149,22 +150,20 @@ def test_a_running_gpu_job_is_cancelled_and_the_context_still_works(gpu: GpuWork
     started = threading.Event()
     loops: list[int] = []
 
-    def busy() -> None:
-        job = current_job()
-        assert job is not None
+    def busy(*, cancel: CancelToken) -> None:
         stream = cuda.Stream()
         buf = gpu.alloc((1 << 22,), np.float32)
         started.set()
         try:
             for i in range(100000):
-                job.check()
+                cancel.check("busy")
                 buf.to_device(stream)
                 stream.synchronize()
                 loops.append(i)
         finally:
             buf.free()
 
-    job = gpu.submit(busy)
+    job = gpu.submit(busy, cancel=CancelToken())
     assert started.wait(30)
     time.sleep(0.05)
     queued = gpu.submit(lambda: "never")
@@ -232,7 +231,7 @@ def test_worker_overhead_per_job_with_cuda(gpu: GpuWorker) -> None:
 def test_engine_runner_buffers_shapes_copies_and_events(gpu: GpuWorker, named: bool, mapped: bool) -> None:
     import fake_tensorrt as fake
 
-    from ncanvas_tui.engines.runtime import EngineRunner
+    from ncanvas_tui.backends.tensorrt import EngineRunner
 
     trt = fake.module(named=named)
     data = fake.engine_bytes(classes=10, chw=(3, 8, 8), batch=(1, 4, 8), seed=3)
@@ -266,7 +265,7 @@ def test_engine_runner_buffers_shapes_copies_and_events(gpu: GpuWorker, named: b
 def test_engine_runner_reports_a_corrupt_engine(gpu: GpuWorker) -> None:
     import fake_tensorrt as fake
 
-    from ncanvas_tui.engines.runtime import EngineRunner
+    from ncanvas_tui.backends.tensorrt import EngineRunner
 
     runner = EngineRunner(b"\x00not an engine", fake.module(), label="broken.plan")
     with pytest.raises(EngineError, match=r"broken.plan: cannot load engine: .*magic tag"):
@@ -277,7 +276,7 @@ def test_engine_runner_outside_the_worker_fails_clearly() -> None:
     _cuda_or_skip()
     import fake_tensorrt as fake
 
-    from ncanvas_tui.engines.runtime import EngineRunner
+    from ncanvas_tui.backends.tensorrt import EngineRunner
     from ncanvas_tui.errors import BackendError
 
     with pytest.raises(BackendError, match="no current CUDA context"):
@@ -288,7 +287,7 @@ def test_runner_buffers_are_freed_by_worker_shutdown_if_not_closed() -> None:
     _cuda_or_skip()
     import fake_tensorrt as fake
 
-    from ncanvas_tui.engines.runtime import EngineRunner
+    from ncanvas_tui.backends.tensorrt import EngineRunner
 
     w = GpuWorker(use_cuda=True).start()
     runner = EngineRunner(fake.engine_bytes(), fake.module())
@@ -307,7 +306,7 @@ def _library_with_engine(tmp_path, gpu_name: str, sm: str):
 
     from ncanvas_tui import settings as settings_mod
     from ncanvas_tui.engines.selftest import tiny_classifier
-    from ncanvas_tui.engines.store import EngineRecord, EngineStore
+    from ncanvas_tui.engines.store import Artefact, ArtefactKey, EngineStore
     from ncanvas_tui.vision import catalog
 
     (tmp_path / "models").mkdir(exist_ok=True)
@@ -318,9 +317,12 @@ def _library_with_engine(tmp_path, gpu_name: str, sm: str):
     entry = catalog.find(st, "tiny")
     store = EngineStore(st)
     data = fake.engine_bytes(classes=10, chw=(3, 32, 32), batch=(1, 2, 4), seed=5)
-    rec = EngineRecord(path=store.path_for("tiny", "tensorrt", "fp32", [1, 2, 4]), model="tiny",
-                       backend="tensorrt", precision="fp32", batch=[1, 2, 4], backend_version=fake.__version__,
-                       model_sha256=catalog.sha256_file(onnx_path), gpu_name=gpu_name, compute_capability=sm)
+    sha = catalog.sha256_file(onnx_path)
+    key = ArtefactKey(model="tiny", model_sha256=sha, backend="tensorrt", backend_version=fake.__version__,
+                      precision="fp32", batch=(1, 2, 4), gpu=f"{gpu_name} (sm {sm})")
+    rec = Artefact(path=store.path_for(key), id=key.id, model="tiny", backend="tensorrt", precision="fp32",
+                   batch=[1, 2, 4], backend_version=fake.__version__, model_sha256=sha, gpu_name=gpu_name,
+                   compute_capability=sm)
     store.save(rec, data)
     return st, entry, fake.weights(data)
 
@@ -343,13 +345,15 @@ def test_tensorrt_backend_end_to_end_through_the_shared_worker(trt_double, tmp_p
     import pycuda.driver as cuda
 
     from ncanvas_tui.backends import open_backend
+    from ncanvas_tui.engines.artefacts import Selection, select
     from ncanvas_tui.worker import get_worker
 
     cuda.init()
     dev = cuda.Device(0)
     major, minor = dev.compute_capability()
-    st, entry, w = _library_with_engine(tmp_path, dev.name(), f"{major}.{minor}")
-    be = open_backend(st, entry, "tensorrt", "fp32")
+    st, _entry, w = _library_with_engine(tmp_path, dev.name(), f"{major}.{minor}")
+    t = select(st, Selection(model="tiny", backend="tensorrt", precision="fp32"))
+    be = open_backend(t.backend, t.path, precision=t.precision, max_batch=t.max_batch)
     be.load()                                    # from the main thread: hops into the shared worker
     assert threading.current_thread() is not get_worker().thread
     assert be.info.version == "0.0-fake" and be.info.max_batch == 4 and be.info.device.startswith("cuda:0")
@@ -370,12 +374,11 @@ def test_tensorrt_backend_end_to_end_through_the_shared_worker(trt_double, tmp_p
 
 
 def test_an_engine_from_another_gpu_is_refused_before_deserializing(trt_double, tmp_path) -> None:
-    from ncanvas_tui.backends import open_backend
+    from ncanvas_tui.engines.artefacts import Selection, select
 
-    st, entry, _ = _library_with_engine(tmp_path, "NVIDIA Jetson AGX Orin", "8.7")
-    be = open_backend(st, entry, "tensorrt", "fp32")
+    st, _entry, _ = _library_with_engine(tmp_path, "NVIDIA Jetson AGX Orin", "8.7")
     with pytest.raises(EngineError, match=r"built for GPU NVIDIA Jetson AGX Orin \(sm 8.7\), this is "):
-        be.load()
+        select(st, Selection(model="tiny", backend="tensorrt", precision="fp32"))
 
 
 def test_interpreter_exit_with_a_live_cuda_worker_is_clean(tmp_path) -> None:

@@ -8,8 +8,7 @@ they stall the TUI's event loop. ``call(fn, ...)`` runs ``fn`` in a fresh proces
 - ``progress(done, total, message)`` is called in the calling thread, for every
   progress message of the child; the child waits for each one to be acknowledged,
   so cancelling in a progress callback stops it right there, as in-process;
-- cancel (the ``cancelled()`` callback, or the running worker job's cancel) and
-  Ctrl-C terminate the child; temp files it announced with ``claim(path)`` and its
+- cancel (the ``cancelled()`` callback: a ``CancelToken``) and Ctrl-C terminate the child; temp files it announced with ``claim(path)`` and its
   scratch temp folder are removed, so nothing half-written is left behind;
 - a ``NcanvasError`` raised in the child is raised again here, same class, same
   one-line message; any other exception keeps the child's traceback as its cause;
@@ -178,13 +177,6 @@ def _levels() -> dict[str, int]:
     return out
 
 
-def _job_cancelled() -> Callable[[], bool] | None:
-    from ncanvas_tui.worker import current_job
-
-    job = current_job()
-    return job.is_cancelled if job is not None else None
-
-
 @contextlib.contextmanager
 def _sigint_blocked() -> Iterator[None]:
     """Block SIGINT in this thread while the child is spawned: it inherits the mask, so a Ctrl-C
@@ -227,11 +219,11 @@ def _stderr_fd() -> Iterator[None]:
     fd = os.open(os.devnull, os.O_WRONLY)
     original = sys.stderr
     proxy = _StderrWithFd(original, fd)
-    sys.stderr = proxy  # type: ignore[assignment]
+    sys.stderr = proxy
     try:
         yield
     finally:
-        if sys.stderr is proxy:  # type: ignore[comparison-overlap]
+        if sys.stderr is proxy:
             sys.stderr = original
         os.close(fd)
 
@@ -243,10 +235,8 @@ def call(fn: Callable[..., T], *args: Any, what: str, progress: ProgressFn | Non
     ``cancelled`` is None (cancel terminates it). ``what`` names the work in messages."""
     if _link is not None:  # already in a child: run inline
         return fn(*args, progress=progress, cancelled=cancelled, **kwargs)
-    checks = [c for c in (cancelled, _job_cancelled()) if c is not None]
-
     def is_cancelled() -> bool:
-        return any(c() for c in checks)
+        return cancelled is not None and cancelled()
 
     if is_cancelled():
         raise CancelledError(f"{what} cancelled")
