@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ncanvas_tui.engines.artefacts import Selection, select
 from ncanvas_tui.errors import CancelledError, ImageError
+from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
 from ncanvas_tui.settings import REPO_ROOT, Settings
 from ncanvas_tui.vision.classify import Classifier, softmax_if_logits, top_k
 from ncanvas_tui.vision.preprocess import LoadedImage, is_image_name
@@ -43,31 +45,12 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if xs else 0.0
 
 
-Cancelled = Callable[[], bool] | None
-
-
-def check_cancelled(cancelled: Cancelled, what: str = "bench") -> None:
-    """Raise ``CancelledError`` when ``cancelled()`` says so (Esc on the Engines screen, job cancel)."""
-    if cancelled is not None and cancelled():
-        raise CancelledError(f"{what}: cancelled")
-
-
-def job_cancelled(cancelled: Cancelled) -> Cancelled:
-    """``cancelled``, else the running GPU worker job's flag (``worker.current_job()``), else None."""
-    if cancelled is not None:
-        return cancelled
-    from ncanvas_tui.worker import current_job
-
-    job = current_job()
-    return job.is_cancelled if job is not None else None
-
-
 def _timed_loop(fn: Callable[[], Any], seconds: float, min_iters: int, max_iters: int,
-                cancelled: Cancelled = None) -> list[float]:
+                cancel: CancelToken = NEVER) -> list[float]:
     times: list[float] = []
     end = time.perf_counter() + seconds
     while len(times) < min_iters or (time.perf_counter() < end and len(times) < max_iters):
-        check_cancelled(cancelled)
+        cancel.check("bench")
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
@@ -87,10 +70,10 @@ def raw_call(clf: Classifier) -> Callable[[np.ndarray], Any]:
 
 def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: float = 2.0,
                 min_iters: int = 5, max_iters: int = 1000, warmup: int = 2,
-                cancelled: Cancelled = None) -> dict[str, Any]:
-    """One batch size: whole pipeline, raw backend call, infer stage alone. ``cancelled()`` is
-    polled before every timed call (raises ``CancelledError``)."""
-    check_cancelled(cancelled)
+                cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """One batch size: whole pipeline, raw backend call, infer stage alone. ``cancel`` is polled
+    before every timed call (raises ``CancelledError``)."""
+    cancel.check("bench")
     be = clf.load()
     paths = [images[i % len(images)] for i in range(batch)]
     pre_ms: list[float] = []
@@ -116,16 +99,16 @@ def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: 
         post_ms.append((t3 - t2) * 1e3)
 
     for _ in range(warmup):
-        check_cancelled(cancelled)
+        cancel.check("bench")
         one()
     for xs in (pre_ms, inf_ms, post_ms):
         xs.clear()
-    total = _timed_loop(one, seconds, min_iters, max_iters, cancelled)
+    total = _timed_loop(one, seconds, min_iters, max_iters, cancel)
     raw = raw_call(clf)
     for _ in range(warmup):
-        check_cancelled(cancelled)
+        cancel.check("bench")
         raw(prepared)
-    raw_ms = _timed_loop(lambda: raw(prepared), seconds / 2, min_iters, max_iters, cancelled)
+    raw_ms = _timed_loop(lambda: raw(prepared), seconds / 2, min_iters, max_iters, cancel)
     # the infer stage alone, measured the same way as the raw baseline (interleaving-free);
     # TensorRT backends also time the GPU compute of each call with CUDA events (last_gpu_ms)
     gpu_ms: list[float] = []
@@ -136,7 +119,7 @@ def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: 
         if has_gpu_timer:
             gpu_ms.append(float(be.last_gpu_ms))  # type: ignore[attr-defined]
 
-    ours_ms = _timed_loop(infer_only, seconds / 2, min_iters, max_iters, cancelled)
+    ours_ms = _timed_loop(infer_only, seconds / 2, min_iters, max_iters, cancel)
     p50 = percentile(total, 50)
     result = {
         "batch": batch,
@@ -162,35 +145,39 @@ def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: 
     return result
 
 
-def run_bench(settings: Settings, *, model: str | None = None, backend: str | None = None,
-              precision: str | None = None, batches: Sequence[int] = (1, 4, 8),
+def run_bench(settings: Settings, selection: Selection, *, batches: Sequence[int] = (1, 4, 8),
               images: Sequence[str] | None = None, seconds: float = 2.0,
-              progress: Callable[[str], None] | None = None,
-              cancelled: Cancelled = None) -> dict[str, Any]:
-    """``cancelled()`` (default: the running GPU worker job's flag) is polled between batch sizes
-    and inside the timed loops; when it says so this raises ``CancelledError``."""
-    cancelled = job_cancelled(cancelled)
-    check_cancelled(cancelled)
-    clf = Classifier(settings, model, backend, precision)
+              progress: Progress = no_progress, cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """Measure the artefact ``selection`` chooses at each batch size. ``cancel`` is polled between
+    batch sizes and inside the timed loops (raises ``CancelledError``)."""
+    cancel.check("bench")
+    clf = Classifier(settings, target=select(settings, selection))
     try:
         paths = find_images(settings, images)
         info = clf.load().info
         results = []
-        for b in batches:
-            check_cancelled(cancelled)
+        for i, b in enumerate(batches):
+            cancel.check("bench")
             if b > info.max_batch:
-                if progress:
-                    progress(f"batch {b} skipped: the model's max batch is {info.max_batch}")
+                progress(i, len(batches), f"batch {b} skipped: the model's max batch is {info.max_batch}")
                 continue
-            if progress:
-                progress(f"batch {b}: measuring for ~{seconds * 2:.0f} s")
-            results.append(bench_batch(clf, paths, b, seconds=seconds, cancelled=cancelled))
+            progress(i, len(batches), f"batch {b}: measuring for ~{seconds * 2:.0f} s")
+            results.append(bench_batch(clf, paths, b, seconds=seconds, cancel=cancel))
     finally:
         clf.close()
     return {"model": clf.entry.name, "backend": info.name, "precision": info.precision,
+            "id": clf.target.id, "calibrator": clf.target.artefact.calibrator if clf.target.artefact else None,
             "version": info.version, "device": info.device, "images": len(paths),
             "threads": os.environ.get("OMP_NUM_THREADS") or "auto", "cpu_count": os.cpu_count(),
             "notes": info.notes, "artefact": info.model_path, "results": results}
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """One line of a ``run_bench`` report (the TUI's notification and log line)."""
+    parts = [f"b{x['batch']}: p50 {x['p50_ms']:.1f} ms, {x['images_per_s']:.0f} img/s" for x in r["results"]]
+    who = " ".join(x for x in (r["model"], r["backend"], r["precision"], r.get("calibrator") or "",
+                               f"({r['id']})" if r.get("id") else "") if x)
+    return f"bench {who}: " + "; ".join(parts)
 
 
 def format_bench(r: dict[str, Any]) -> str:
@@ -208,39 +195,24 @@ def format_bench(r: dict[str, Any]) -> str:
 # ---- bench --all: accuracy vs latency of every model/precision here, Pareto front, budget ----------
 
 def candidates(settings: Settings) -> list[dict[str, Any]]:
-    """Every (model, backend, precision) this machine can run now, for models with a published top-1.
-
-    ONNX Runtime fp32 for each ONNX present; ONNX Runtime int8 where its Q/DQ model was built;
-    every usable engine of the library whose TensorRT flavour imports."""
-    from ncanvas_tui.engines import compat
-    from ncanvas_tui.engines.store import EngineStore
+    """Everything this machine can run now, for models with a published top-1: the ONNX itself on
+    ONNX Runtime (fp32) for each model present, and every artefact of the library with no problem."""
+    from ncanvas_tui.engines.artefacts import list_artefacts
     from ncanvas_tui.vision import catalog
 
     out: list[dict[str, Any]] = []
-    engines = [r for r in EngineStore(settings).list() if not r.problem]
-    trt_ok = {b: compat.available(b) for b in compat.TRT_BACKENDS}
+    artefacts = [a for a in list_artefacts(settings) if not a.problem]
     for entry in catalog.all_models(settings):
         if entry.top1 is None or entry.locate(settings) is None:
             continue
-        out.append({"model": entry.name, "backend": "onnxruntime", "precision": "fp32", "top1": entry.top1})
-        if _ort_int8_exists(settings, entry):
-            out.append({"model": entry.name, "backend": "onnxruntime", "precision": "int8", "top1": entry.top1})
-        for rec in engines:
-            if rec.model == entry.name and trt_ok.get(rec.backend):
-                out.append({"model": entry.name, "backend": rec.backend, "precision": rec.precision,
-                            "top1": entry.top1, "engine": rec.path.name})
+        out.append({"model": entry.name, "backend": "onnxruntime", "precision": "fp32", "top1": entry.top1,
+                    "id": None, "selection": Selection(model=entry.name, backend="onnxruntime", precision="fp32")})
+        for a in artefacts:
+            if a.model == entry.name:
+                out.append({"model": entry.name, "backend": a.backend, "precision": a.precision,
+                            "calibrator": a.calibrator, "top1": entry.top1, "id": a.id, "engine": a.path.name,
+                            "selection": Selection(artefact=a.id)})
     return out
-
-
-def _ort_int8_exists(settings: Settings, entry: Any) -> bool:
-    from ncanvas_tui.engines import quantize
-    from ncanvas_tui.vision.catalog import sha256_file
-
-    try:
-        sha = sha256_file(entry.require(settings))
-        return quantize.quantized_path(settings, entry, "ort", sha, settings.build.calibrator).is_file()
-    except Exception:  # noqa: BLE001 - unreadable model: just not a candidate
-        return False
 
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -263,24 +235,21 @@ def pick_for_budget(rows: list[dict[str, Any]], budget_ms: float) -> dict[str, A
 
 
 def run_bench_all(settings: Settings, *, budget_ms: float | None = None, images: Sequence[str] | None = None,
-                  seconds: float = 1.0, batch: int = 1,
-                  progress: Callable[[str], None] | None = None,
-                  cancelled: Cancelled = None) -> dict[str, Any]:
+                  seconds: float = 1.0, batch: int = 1, progress: Progress = no_progress,
+                  cancel: CancelToken = NEVER) -> dict[str, Any]:
     """Measure every candidate at ``batch`` (latency = p50 of the backend call), then the Pareto
     front of published top-1 vs latency, and the pick for ``budget_ms``. ``cancelled()`` is polled
     between candidates and inside each measurement (raises ``CancelledError``)."""
     from ncanvas_tui.engines.verify import load_verify
     from ncanvas_tui.errors import NcanvasError
 
-    cancelled = job_cancelled(cancelled)
     rows = candidates(settings)
     for i, row in enumerate(rows, 1):
-        check_cancelled(cancelled, "bench --all")
-        if progress:
-            progress(f"[{i}/{len(rows)}] {row['model']} {row['backend']} {row['precision']}")
+        cancel.check("bench --all")
+        progress(i, len(rows), f"{row['model']} {row['backend']} {row['precision']}")
         try:
-            r = run_bench(settings, model=row["model"], backend=row["backend"], precision=row["precision"],
-                          batches=[batch], images=images, seconds=seconds, cancelled=cancelled)
+            r = run_bench(settings, row.pop("selection"), batches=[batch], images=images, seconds=seconds,
+                          cancel=cancel)
         except CancelledError:
             raise
         except NcanvasError as e:

@@ -67,6 +67,15 @@ def need_rtx():
         pytest.skip(why)
 
 
+def rtx_build(settings, model: str, precision: str, **kw):
+    """``build(plan_build(...))`` for TensorRT-RTX: the artefact (progress=, cancel= go to build)."""
+    from ncanvas_tui.engines.build import BuildRequest, build, plan_build
+
+    run = {k: kw.pop(k) for k in ("progress", "cancel") if k in kw}
+    res = build(plan_build(settings, BuildRequest(model, precision, backend="tensorrt-rtx", **kw)), **run)
+    return res.artefact, res
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith((".plan", ".plan.json"))
                   or p.name.startswith(store_mod.TEMP_PREFIX))
@@ -139,22 +148,20 @@ def test_timing_cache_roundtrip_and_corruption(tmp_path, caplog):
 def test_rtx_builds_default_model_in_every_precision(settings, workdir, need_rtx):
     if not DEFAULT_ONNX.is_file():
         pytest.skip("bundled model not present")
-    from ncanvas_tui.engines.build import build_engine
-
     settings = settings.replace("build", calibrator="minmax")  # entropy2 is covered in test_quantize; faster
-    entry = catalog.find(settings, "efficientnet_lite0")
-    sizes = {}
+    sizes, ids = {}, {}
     for precision in ("fp32", "fp16", "int8"):
         seen: list[str] = []
-        rec = build_engine(settings, entry, "tensorrt-rtx", precision,
+        rec, _ = rtx_build(settings, "efficientnet_lite0", precision,
                            progress=lambda d, t, m, seen=seen: seen.append(m))
-        assert rec.path == workdir / "engines" / f"efficientnet_lite0.tensorrt-rtx.{precision}.b1-4-8.plan"
+        ids[precision] = rec.id
+        assert rec.path == workdir / "engines" / f"efficientnet_lite0.tensorrt-rtx.{precision}.{rec.id}.plan"
         side = json.loads(rec.sidecar.read_text())
         assert side["backend"] == "tensorrt-rtx" and side["precision"] == precision
         assert side["backend_version"] == compat.import_trt("tensorrt-rtx").__version__
         assert side["gpu_name"] == NO_GPU and side["batch"] == [1, 4, 8] and side["opt_level"] == 3
         assert side["model_sha256"] == catalog.sha256_file(DEFAULT_ONNX)
-        assert side["size"] == rec.path.stat().st_size > 1_000_000
+        assert side["size"] == rec.path.stat().st_size > 1_000_000 and side["id"] == rec.id
         assert any("Building engine" in m for m in seen)  # TensorRT's progress monitor
         sizes[precision] = side["size"]
         EngineStore(settings).check(rec, trt_version=side["backend_version"], gpu_name="NVIDIA RTX A6000",
@@ -162,14 +169,15 @@ def test_rtx_builds_default_model_in_every_precision(settings, workdir, need_rtx
     assert side["calibrator"] == "minmax" and side["quantization"] == "explicit"
     # fp16 halves the weights; int8 quantizes all but the first conv and the classifier head
     assert sizes["fp16"] < 0.6 * sizes["fp32"] and sizes["int8"] < 0.8 * sizes["fp32"]
+    assert side["calibration_set"] and side["calibration_images"] >= 4  # the image set is part of the key
     # reused while up to date; --force rebuilds
     store = EngineStore(settings)
-    rec = store.find(entry, "tensorrt-rtx", "fp16")
+    rec = store.get(ids["fp16"])
     mtime = rec.path.stat().st_mtime_ns
-    again = build_engine(settings, entry, "tensorrt-rtx", "fp16")
-    assert again.path.stat().st_mtime_ns == mtime and any("reused" in n for n in again.notes)
-    forced = build_engine(settings, entry, "tensorrt-rtx", "fp16", force=True)
-    assert forced.path.stat().st_mtime_ns != mtime
+    again, res = rtx_build(settings, "efficientnet_lite0", "fp16")
+    assert again.path.stat().st_mtime_ns == mtime and res.reused and again.id == ids["fp16"]
+    forced, res = rtx_build(settings, "efficientnet_lite0", "fp16", force=True)
+    assert forced.path.stat().st_mtime_ns != mtime and not res.reused and forced.id == ids["fp16"]
     assert len(store.list()) == 3 and all(r.problem is None for r in store.list())
 
 
@@ -180,35 +188,35 @@ def test_rtx_build_cli_json_and_progress(settings_path, workdir, cli, need_rtx):
             "--opt-level", "1", "--json", "--settings", str(settings_path))
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)  # stdout is the JSON alone
-    assert data["file"] == "tiny.tensorrt-rtx.fp16.b1-2-4.plan" and data["opt_level"] == 1
-    assert Path(data["path"]).is_file()
-    assert "validating ONNX" in r.stderr and "Building engine" in r.stderr
+    a = data["artefact"]
+    assert a["file"] == f"tiny.tensorrt-rtx.fp16.{data['id']}.plan" and a["opt_level"] == 1
+    assert a["batch"] == [1, 2, 4] and Path(data["path"]).is_file()
+    assert "preparing ONNX" in r.stderr and "Building engine" in r.stderr
     r = cli("engines", "list", "--json", "--settings", str(settings_path))
-    assert [e["file"] for e in json.loads(r.stdout)["engines"]] == ["tiny.tensorrt-rtx.fp16.b1-2-4.plan"]
+    assert [e["id"] for e in json.loads(r.stdout)["artefacts"]] == [data["id"]]
 
 
 @rtx
 def test_cancel_mid_build_leaves_nothing_behind(settings, workdir, need_rtx):
-    from ncanvas_tui.engines.build import build_engine
+    from ncanvas_tui.progress import CancelToken
 
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
     seen: list[str] = []
+    token = CancelToken()
 
-    def cancelled() -> bool:  # Esc pressed once TensorRT is building
-        return any("Building engine" in m for m in seen)
+    def progress(d, t, m) -> None:  # Esc pressed once TensorRT is building
+        seen.append(m)
+        if "Building engine" in m:
+            token.cancel()
 
     with pytest.raises(CancelledError):
-        build_engine(settings, entry, "tensorrt-rtx", "fp32", progress=lambda d, t, m: seen.append(m),
-                     cancelled=cancelled)
+        rtx_build(settings, "tiny", "fp32", progress=progress, cancel=token)
     assert any("Building engine" in m for m in seen)
     assert _leftovers(workdir / "engines") == []
 
 
 @rtx
 def test_disk_full_while_saving_the_engine_leaves_nothing(settings, workdir, need_rtx, monkeypatch):
-    from ncanvas_tui.engines.build import build_engine
-
     add_model(workdir / "models", "tiny", tiny_classifier)
 
     def full(fd, data):
@@ -216,20 +224,18 @@ def test_disk_full_while_saving_the_engine_leaves_nothing(settings, workdir, nee
 
     monkeypatch.setattr(store_mod, "_os_write", full)
     with pytest.raises(EngineError, match="No space left on device"):
-        build_engine(settings, catalog.find(settings, "tiny"), "tensorrt-rtx", "fp32")
+        rtx_build(settings, "tiny", "fp32")
     assert _leftovers(workdir / "engines") == []
 
 
 @rtx
 def test_corrupt_timing_cache_is_moved_aside_and_the_build_goes_on(settings, workdir, need_rtx, caplog):
-    from ncanvas_tui.engines.build import build_engine
-
     add_model(workdir / "models", "tiny", tiny_classifier)
     version = compat.import_trt("tensorrt-rtx").__version__
     cache = EngineStore(settings).timing_cache_path("tensorrt-rtx", version, NO_GPU)
     cache.write_bytes(b"\x00garbage timing cache\xff" * 10)
     with caplog.at_level(logging.WARNING, logger="ncanvas.engines"):
-        rec = build_engine(settings, catalog.find(settings, "tiny"), "tensorrt-rtx", "fp32")
+        rec, _ = rtx_build(settings, "tiny", "fp32")
     assert rec.path.is_file()
     assert "corrupt timing cache" in caplog.text
     assert not cache.exists() and list(cache.parent.glob(cache.name + ".corrupt-*"))
@@ -242,12 +248,10 @@ def test_corrupt_timing_cache_is_moved_aside_and_the_build_goes_on(settings, wor
     (unsupported_op, ModelError, "TensorRT's ONNX parser failed"),
 ])
 def test_bad_onnx_is_refused_before_building(settings, workdir, need_rtx, make, exc, words):
-    from ncanvas_tui.engines.build import build_engine
-
     src = add_model(workdir / "models", "bad", make)
     settings = settings.replace("build", sanitize=False)  # the parser, not the sanitizer, meets the op
     with pytest.raises(exc) as ei:
-        build_engine(settings, catalog.find(settings, "bad"), "tensorrt-rtx", "fp32")
+        rtx_build(settings, "bad", "fp32")
     msg = str(ei.value)
     assert words in msg and str(src) in msg and "\n" not in msg
     if make is unsupported_op:
@@ -257,19 +261,16 @@ def test_bad_onnx_is_refused_before_building(settings, workdir, need_rtx, make, 
 
 @rtx
 def test_int8_needs_real_calibration_images(settings, workdir, need_rtx):
-    from ncanvas_tui.engines.build import build_engine
-
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
     photos = sorted((workdir / "calibdata").iterdir())
     for p in photos[2:]:
         p.unlink()
     with pytest.raises(EngineError, match="fewer than the OPT batch of 4"):
-        build_engine(settings, entry, "tensorrt-rtx", "int8")
+        rtx_build(settings, "tiny", "int8")
     for p in photos[:2]:
         p.unlink()
     with pytest.raises(EngineError, match="calibration folder has no images"):
-        build_engine(settings, entry, "tensorrt-rtx", "int8")
+        rtx_build(settings, "tiny", "int8")
     assert _leftovers(workdir / "engines") == []
 
 
@@ -294,44 +295,6 @@ def test_core_engine_modules_import_without_heavy_libraries():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.slow
-def test_mypy_checks_engines_against_tensorrt_stubs(tmp_path):
-    """mypy on ncanvas_tui/engines with tensorrt-stubs actually in effect.
-
-    tensorrt-stubs 10.13 ships .pyi files mypy cannot parse (parameters named `in`, a
-    non-default after defaults) and no py.typed, so mypy silently treats `tensorrt` as Any.
-    We copy them, fix those two things, and point mypy at the copy; a probe with a wrong
-    TensorRT call must then fail, proving the stubs are in effect."""
-    import re
-    import shutil
-    import sysconfig
-
-    site = Path(sysconfig.get_paths()["purelib"])
-    if not (site / "tensorrt" / "__init__.pyi").is_file():
-        pytest.skip("tensorrt-stubs not installed (pip install --no-deps tensorrt-stubs)")
-    stubs = tmp_path / "stubs"
-    shutil.copytree(site / "tensorrt", stubs / "tensorrt", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    shutil.copytree(site / "tensorrt_bindings", stubs / "tensorrt_bindings",
-                    ignore=shutil.ignore_patterns("*.py", "*.so", "__pycache__"))
-    pyi = stubs / "tensorrt_bindings" / "tensorrt.pyi"
-    text = re.sub(r"([(,] *)in: ", r"\1in_: ", pyi.read_text())
-    text = re.sub(r"(= None, channel_axis: int)\)", r"\1 = ...)", text)
-    pyi.write_text(text)
-    cfg = tmp_path / "mypy.ini"
-    cfg.write_text(f"[mypy]\npython_version = 3.10\nignore_missing_imports = True\nfollow_imports = silent\n"
-                   f"mypy_path = {stubs}\ncache_dir = {tmp_path / 'cache'}\n"
-                   "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nignore_errors = True\n")
-    probe = tmp_path / "probe.py"
-    probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import tensorrt as trt\n"
-                     "def f(config: 'trt.IBuilderConfig') -> None:\n"
-                     "    config.set_memory_pool_limit('workspace', 'big')\n")
-    run = [sys.executable, "-m", "mypy", "--config-file", str(cfg)]
-    r = subprocess.run(check=False, args=[*run, "ncanvas_tui/engines"], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(check=False, args=[*run, str(probe)], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 1 and "MemoryPoolType" in r.stdout, r.stdout + r.stderr
-
-
 # -- full TensorRT on a GPU (Jetson): builder flags + implicit calibration ------------------------
 
 @tensorrt
@@ -345,7 +308,8 @@ def test_tensorrt_builder_flag_builds(settings_path, workdir, cli, precision):
             "--settings", str(settings_path), timeout=900)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data["precision"] == precision and data["gpu_name"] != NO_GPU and data["compute_capability"]
+    a = data["artefact"]
+    assert data["precision"] == precision and a["gpu_name"] != NO_GPU and a["compute_capability"]
     assert Path(data["path"]).is_file()
     caches = list((workdir / "engines").glob("*.timing.cache"))
     assert caches, "timing cache saved"
@@ -365,15 +329,15 @@ def test_tensorrt_int8_implicit_calibration_and_cache_reuse(settings_path, workd
             "--batch", "1,2,4", "--json", "--settings", str(settings_path))
     r = cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr
-    data = json.loads(r.stdout)
+    data = json.loads(r.stdout)["artefact"]
     assert data["quantization"] == "implicit" and data["calibrator"] == calibrator
     assert "calibration batch 1/" in r.stderr
-    caches = list((workdir / "engines").glob(f"tiny.*.{calibrator}.b2.calib.cache"))
+    caches = list((workdir / "engines").glob(f"tiny.*.{calibrator}.b2.trt{trt.__version__}.*.calib.cache"))
     assert len(caches) == 1 and caches[0].read_bytes().startswith(b"TRT-")
     r = cli(*args, "--force", timeout=900)
     assert r.returncode == 0, r.stderr
     assert "calibration batch" not in r.stderr  # the calibration cache was reused
-    assert any("calibration cache reused" in n for n in json.loads(r.stdout)["notes"])
+    assert any("calibration cache reused" in n for n in json.loads(r.stdout)["artefact"]["notes"])
 
 
 @tensorrt
@@ -382,9 +346,10 @@ def test_tensorrt_engine_from_another_version_is_refused(settings, workdir):
     if why:
         pytest.skip(why)
     st = EngineStore(settings)
-    rec = st.save(store_mod.EngineRecord(path=st.path_for("tiny", "tensorrt", "fp16", [1, 4, 8]), model="tiny",
-                                         backend="tensorrt", precision="fp16", batch=[1, 4, 8],
-                                         backend_version="0.0.1", gpu_name="x"), b"x")
+    key = store_mod.ArtefactKey(model="tiny", model_sha256="0" * 64, backend="tensorrt", backend_version="0.0.1",
+                                precision="fp16", batch=(1, 4, 8), gpu="x")
+    rec = st.save(store_mod.Artefact(path=st.path_for(key), id=key.id, model="tiny", backend="tensorrt",
+                                     precision="fp16", batch=[1, 4, 8], backend_version="0.0.1", gpu_name="x"), b"x")
     trt = compat.import_trt("tensorrt")
     gpu = compat.gpu_info()
     with pytest.raises(EngineError, match="TensorRT 0.0.1"):

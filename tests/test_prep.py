@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx_factory import SIZE, add_model, not_onnx_bytes, run, tiny_classifier, wrong_rank
 
+from ncanvas_tui.engines.plan import load_source
 from ncanvas_tui.engines.prep import prep_model, sanitized_model_for
 from ncanvas_tui.errors import ModelError
 from ncanvas_tui.vision import catalog
@@ -44,7 +45,7 @@ def test_bundled_default_model_prep_goes_to_paths_models(settings, workdir):
     assert res.nodes_after <= res.nodes_before
     assert res.max_abs_diff < 1e-4
     # reused by builds while the source is unchanged
-    assert sanitized_model_for(settings, entry) == res.output
+    assert sanitized_model_for(settings, load_source(settings, entry)) == res.output
 
 
 def test_read_only_source_folder_writes_to_paths_models(settings, workdir, tmp_path):
@@ -63,14 +64,14 @@ def test_read_only_source_folder_writes_to_paths_models(settings, workdir, tmp_p
 def test_sanitized_copy_is_redone_when_the_source_changes(settings, workdir):
     src = add_model(workdir / "models", "tiny", tiny_classifier)
     entry = catalog.find(settings, "tiny")
-    first = sanitized_model_for(settings, entry)
+    first = sanitized_model_for(settings, load_source(settings, entry))
     mtime = first.stat().st_mtime_ns
-    assert sanitized_model_for(settings, entry).stat().st_mtime_ns == mtime  # reused
+    assert sanitized_model_for(settings, load_source(settings, entry)).stat().st_mtime_ns == mtime  # reused
     onnx.save(tiny_classifier(foldable=False), str(src))
-    again = sanitized_model_for(settings, entry)
+    again = sanitized_model_for(settings, load_source(settings, entry))
     assert again == first and len(onnx.load(str(again)).graph.node) == 7
     s2 = settings.replace("build", sanitize=False)
-    assert sanitized_model_for(s2, entry) == src
+    assert sanitized_model_for(s2, load_source(s2, entry)) == src
 
 
 @pytest.mark.parametrize("make, words", [(not_onnx_bytes(), "not a valid ONNX file"),

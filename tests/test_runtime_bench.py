@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 from ncanvas_tui.bench import pareto_front, pick_for_budget
+from ncanvas_tui.engines.artefacts import Selection
+from ncanvas_tui.progress import CancelToken
+
+ORT_FP32 = Selection(model="efficientnet_lite0", backend="onnxruntime", precision="fp32")
 
 REPO = Path(__file__).resolve().parent.parent
 needs_model = pytest.mark.skipif(not (REPO / "models" / "efficientnet_lite0.onnx").is_file(),
@@ -70,14 +74,16 @@ def test_bench_runs_in_the_worker_and_reports_no_gpu_fields_on_onnxruntime(cli, 
     assert res["batch"] == 1 and res["p50_ms"] > 0 and "gpu_compute_ms" not in res
 
 
-class _CancelAfter:
-    """``cancelled()`` that turns True after ``n`` polls (the bench polls it between timed calls)."""
+class _CancelAfter(CancelToken):
+    """A token that turns cancelled after ``n`` polls (the bench polls it between timed calls)."""
 
     def __init__(self, n: int) -> None:
+        super().__init__()
         self.n = n
         self.polls = 0
 
-    def __call__(self) -> bool:
+    @property
+    def cancelled(self) -> bool:
         self.polls += 1
         return self.polls > self.n
 
@@ -90,13 +96,11 @@ def test_bench_stops_when_cancelled(settings) -> None:
     from ncanvas_tui.errors import CancelledError
 
     with pytest.raises(CancelledError):
-        run_bench(settings, model="efficientnet_lite0", backend="onnxruntime", precision="fp32",
-                  batches=[1], seconds=0.2, cancelled=lambda: True)
+        run_bench(settings, ORT_FP32, batches=[1], seconds=0.2, cancel=_CancelAfter(0))
     flag = _CancelAfter(12)            # in the middle of the first batch's timed loop
     t0 = time.perf_counter()
     with pytest.raises(CancelledError):
-        run_bench(settings, model="efficientnet_lite0", backend="onnxruntime", precision="fp32",
-                  batches=[1, 4, 8], seconds=30.0, cancelled=flag)
+        run_bench(settings, ORT_FP32, batches=[1, 4, 8], seconds=30.0, cancel=flag)
     assert time.perf_counter() - t0 < 20 and flag.polls == 13
 
 
@@ -107,7 +111,7 @@ def test_bench_all_passes_a_cancel_through_instead_of_recording_an_error_row(set
 
     flag = _CancelAfter(5)
     with pytest.raises(CancelledError):
-        run_bench_all(settings, seconds=30.0, cancelled=flag)
+        run_bench_all(settings, seconds=30.0, cancel=flag)
 
 
 @needs_model
@@ -119,9 +123,8 @@ def test_bench_in_the_worker_sees_the_job_cancel(settings) -> None:
     from ncanvas_tui.worker import get_worker
 
     started: list[str] = []
-    job = get_worker().submit(lambda: run_bench(settings, model="efficientnet_lite0", backend="onnxruntime",
-                                                precision="fp32", batches=[1, 4, 8], seconds=30.0,
-                                                progress=started.append))
+    job = get_worker().submit(run_bench, settings, ORT_FP32, batches=[1, 4, 8], seconds=30.0,
+                              progress=lambda d, t, m: started.append(m), cancel=CancelToken())
     deadline = time.monotonic() + 60
     while not started and time.monotonic() < deadline:
         time.sleep(0.02)

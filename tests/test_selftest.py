@@ -54,7 +54,7 @@ def test_tensorrt_rtx_builds_the_tiny_engine_even_without_a_gpu(settings, tmp_pa
     rep = gpu_selftest(settings, backend="tensorrt-rtx", keep=tmp_path)
     steps = _steps(rep)
     assert steps["tensorrt"] is True and steps["build"] is True, rep
-    plans = list((tmp_path / "engines").glob("ncanvas_selftest.tensorrt-rtx.fp32.b1-2-4.plan"))
+    plans = list((tmp_path / "engines").glob("ncanvas_selftest.tensorrt-rtx.fp32.*.plan"))
     assert plans and plans[0].stat().st_size > 10_000
     assert plans[0].with_name(plans[0].name + ".json").is_file()
     if not has_cuda():

@@ -11,27 +11,47 @@ from pathlib import Path
 import pytest
 
 from ncanvas_tui.engines import store as store_mod
-from ncanvas_tui.engines.store import NO_GPU, EngineRecord, EngineStore, atomic_write_bytes, engine_file_name
+from ncanvas_tui.engines.store import (
+    NO_GPU,
+    Artefact,
+    ArtefactKey,
+    EngineStore,
+    artefact_file_name,
+    atomic_write_bytes,
+)
 from ncanvas_tui.errors import EngineError
-from ncanvas_tui.vision import catalog
+
+KEY = {"model": "efficientnet_lite0", "model_sha256": "a" * 64, "backend": "tensorrt", "backend_version": "10.3.0",
+       "precision": "fp16", "batch": (1, 4, 8), "gpu": "Orin (sm 8.7)"}
 
 
-def _record(st: EngineStore, **kw) -> EngineRecord:
-    base = {"model": "efficientnet_lite0", "backend": "tensorrt", "precision": "fp16", "batch": [1, 4, 8],
-                "backend_version": "10.3.0", "model_sha256": "a" * 64, "gpu_name": "Orin", "compute_capability": "8.7",
-                "opt_level": 3}
-    base.update(kw)
-    path = st.path_for(base["model"], base["backend"], base["precision"], base["batch"])
-    return EngineRecord(path=path, **base)
+def _record(st: EngineStore, **kw) -> Artefact:
+    """An artefact record whose id is the hash of its key (as a build makes it)."""
+    key = ArtefactKey(**{**KEY, **{k: v for k, v in kw.items() if k in ArtefactKey.__dataclass_fields__}})
+    rest = {k: v for k, v in kw.items() if k not in ArtefactKey.__dataclass_fields__}
+    base = {"gpu_name": "Orin", "compute_capability": "8.7", "opt_level": 3, **rest}
+    return Artefact(path=st.path_for(key), id=key.id, model=key.model, backend=key.backend,
+                    precision=key.precision, batch=list(key.batch), backend_version=key.backend_version,
+                    model_sha256=key.model_sha256, calibrator=key.calibrator, **base)
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return sorted(p.name for p in folder.iterdir() if p.name != ".locks")
 
 
-def test_file_name_encodes_model_backend_precision_profile():
-    assert engine_file_name("efficientnet_lite0", "tensorrt-rtx", "fp16", [1, 4, 8]) == \
-        "efficientnet_lite0.tensorrt-rtx.fp16.b1-4-8.plan"
+def test_file_name_is_model_backend_precision_and_the_id_of_the_whole_key():
+    key = ArtefactKey(**{**KEY, "backend": "tensorrt-rtx"})
+    assert artefact_file_name(key) == f"efficientnet_lite0.tensorrt-rtx.fp16.{key.id}.plan"
+    assert len(key.id) == 10 and int(key.id, 16) >= 0
+    assert ArtefactKey(**{**KEY, "backend": "tensorrt-rtx"}).id == key.id  # the same key, the same id
+    assert artefact_file_name(ArtefactKey(**{**KEY, "backend": "onnxruntime"})).endswith(".onnx")
+    # every part of the key makes another artefact
+    changes = [{"model_sha256": "b" * 64}, {"backend_version": "10.7.0"}, {"precision": "int8"},
+               {"batch": (1, 8, 8)}, {"gpu": "AGX Xavier (sm 7.2)"}, {"calibrator": "minmax"},
+               {"calibration_set": "0123456789"}, {"keep_float": ("conv1",)}, {"dla_core": 0},
+               {"options": (("sparse", "1"),)}]
+    ids = {ArtefactKey(**{**KEY, **c}).id for c in changes}
+    assert len(ids) == len(changes) and ArtefactKey(**KEY).id not in ids
 
 
 def test_save_writes_engine_and_sidecar_then_find_and_list(settings):
@@ -43,11 +63,10 @@ def test_save_writes_engine_and_sidecar_then_find_and_list(settings):
                 "calibrator", "batch", "opt_level", "build_seconds", "size", "created", "engine_sha256"):
         assert key in side, key
     assert side["size"] == 600 and side["batch"] == [1, 4, 8]
-    entry = catalog.find(settings, "efficientnet_lite0")
-    found = st.find(entry, "tensorrt", "fp16")
-    assert found is not None and found.problem is None and found.gpu_name == "Orin"
-    assert st.find(entry, "tensorrt", "int8") is None
-    assert st.find(entry, "tensorrt", "fp16", batch=[1, 1, 1]) is None
+    found = st.get(rec.id)
+    assert found is not None and found.problem is None and found.gpu_name == "Orin" and found.id == rec.id
+    assert st.get(rec.id[:4]) is not None  # a unique prefix is enough
+    assert st.get("0000000000") is None
     assert [r.name for r in st.list()] == [rec.path.name]
     # files are readable like any other build output (not mkstemp's 0600)
     assert rec.path.stat().st_mode & 0o044 == 0o044
@@ -106,7 +125,7 @@ def test_truncated_engine_missing_sidecar_corrupt_sidecar_and_orphan_sidecar(set
     assert "truncated" in problems[a.name]
     assert "sidecar missing" in problems[b.name]
     assert "corrupt sidecar" in problems[c.name]
-    assert "engine file missing" in problems[d.name]
+    assert "file missing" in problems[d.name]
     for r in st.list():
         with pytest.raises(EngineError, match="rebuild with `ncanvas build"):
             st.check(r, trt_version=None, gpu_name=None, compute_capability=None, model_sha256=None)
@@ -163,19 +182,27 @@ def test_ctrl_c_during_write_leaves_nothing(tmp_path, monkeypatch):
 
 def test_engines_list_cli_text_and_json(settings, settings_path, cli):
     st = EngineStore(settings)
-    st.save(_record(st), b"x" * 2000)
-    st.save(_record(st, precision="int8", calibrator="entropy2"), b"y" * 10)
-    (st.root / "broken.tensorrt.fp32.b1-4-8.plan").write_bytes(b"zz")
+    a = st.save(_record(st), b"x" * 2000)
+    b = st.save(_record(st, precision="int8", calibrator="entropy2"), b"y" * 10)
+    (st.root / "broken.tensorrt.fp32.0123456789.plan").write_bytes(b"zz")
+    (st.root / "efficientnet_lite0.int8-trt.minmax.aaaa.bbbb.onnx").write_bytes(b"an intermediate")
     r = cli("engines", "list", "--json", "--settings", str(settings_path))
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    names = {e["file"]: e for e in data["engines"]}
-    assert names["efficientnet_lite0.tensorrt.fp16.b1-4-8.plan"]["size"] == 2000
-    assert names["efficientnet_lite0.tensorrt.int8.b1-4-8.plan"]["calibrator"] == "entropy2"
-    assert "sidecar missing" in names["broken.tensorrt.fp32.b1-4-8.plan"]["problem"]
+    rows = {e["id"]: e for e in data["artefacts"]}
+    assert set(rows) == {a.id, b.id, "0123456789"}  # intermediates are not artefacts
+    for row in rows.values():
+        for field in ("id", "model", "backend", "precision", "calibrator", "keep_float", "dla_core", "path",
+                      "problem"):
+            assert field in row, field
+    assert rows[a.id]["size"] == 2000 and rows[a.id]["calibrator"] is None
+    assert rows[b.id]["calibrator"] == "entropy2" and rows[b.id]["keep_float"] == []
+    assert "sidecar missing" in rows["0123456789"]["problem"]
+    # these were "built" for an ONNX with another sha256 and a TensorRT that is not here: said, not hidden
+    assert "not installed here" in rows[a.id]["problem"] or "changed ONNX" in rows[a.id]["problem"]
     r = cli("engines", "list", "--settings", str(settings_path))
     assert r.returncode == 0
-    assert "efficientnet_lite0.tensorrt.fp16.b1-4-8.plan" in r.stdout and "UNUSABLE" in r.stdout
+    assert a.id in r.stdout and b.id in r.stdout and "entropy2" in r.stdout and "UNUSABLE" in r.stdout
 
 
 def test_stale_temp_files_of_killed_writers_are_cleaned_but_fresh_ones_kept(settings):

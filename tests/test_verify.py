@@ -9,9 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ncanvas_tui.engines.artefacts import Selection
+from ncanvas_tui.engines.build import BuildRequest, build, plan_build
 from ncanvas_tui.engines.verify import compare, load_verify, verify, verify_path
 from ncanvas_tui.errors import CancelledError
-from ncanvas_tui.worker import GpuWorker, current_job
+from ncanvas_tui.progress import CancelToken
+from ncanvas_tui.worker import GpuWorker
+
+ORT_FP32 = Selection(model="efficientnet_lite0", backend="onnxruntime", precision="fp32")
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "models" / "efficientnet_lite0.onnx"
@@ -54,9 +59,12 @@ def test_cli_fp32_vs_itself_agrees_exactly(cli, settings_path: Path, workdir: Pa
 @pytest.mark.slow
 def test_int8_onnxruntime_against_fp32_on_the_calibration_folder(settings, workdir: Path) -> None:
     pytest.importorskip("onnx_graphsurgeon", reason="quantization sanitizes with onnx-graphsurgeon ([engines] extra)")
-    res = verify(settings, "efficientnet_lite0", "int8", "onnxruntime")
+    built = build(plan_build(settings, BuildRequest("efficientnet_lite0", "int8", backend="onnxruntime"))).artefact
+    assert built is not None
+    res = verify(settings, Selection(model="efficientnet_lite0", backend="onnxruntime", precision="int8"))
     n = len(list((workdir / "calibdata").glob("*.jpg")))
     assert res.images == n and res.backend == "onnxruntime" and res.precision == "int8"
+    assert res.id == built.id and res.calibrator == "entropy2" and res.artefact == str(built.path)
     assert "int8" in Path(res.artefact).name and res.artefact != res.reference["model"]
     assert res.max_abs_diff > 0.0                # a different model really ran
     assert res.top1_agreement >= 0.8 and res.top5_overlap >= 0.6
@@ -113,7 +121,7 @@ def test_tensorrt_without_an_engine_says_how_to_build_it(cli, settings_path: Pat
     out = cli("verify", "efficientnet_lite0", "--precision", "fp16", "--backend", "tensorrt",
               "--settings", str(settings_path))
     assert out.returncode == 2
-    assert "no tensorrt engine for efficientnet_lite0 at fp16" in out.stderr
+    assert "no tensorrt fp16 artefact of efficientnet_lite0" in out.stderr
     assert "`ncanvas build efficientnet_lite0 --precision fp16 --backend tensorrt`" in out.stderr
 
 
@@ -122,15 +130,16 @@ def test_in_the_worker_progress_arrives_and_cancel_stops_it(settings, workdir: P
     photos = sorted(str(p) for p in (workdir / "pictures").glob("*.jpg"))
     seen: list[tuple[int, int]] = []
     with GpuWorker(use_cuda=False) as w:
-        job = w.submit(verify, settings, "efficientnet_lite0", "fp32", "onnxruntime", photos,
-                       progress=lambda d, t, m: seen.append((d, t)))
+        job = w.submit(verify, settings, ORT_FP32, photos, progress=lambda d, t, m: seen.append((d, t)))
         res = job.future.result(120)
         assert res.images == len(photos) and seen[-1] == (len(photos), len(photos))
+        jobs = []
 
         def cancel_on_first(d: int, t: int, m: str) -> None:
-            current_job().cancel()  # type: ignore[union-attr] - the callback runs inside the job
+            jobs[0].cancel()  # job.cancel() sets the token verify was given
 
-        job2 = w.submit(verify, settings, "efficientnet_lite0", "fp32", "onnxruntime", photos * 3,
-                        progress=cancel_on_first)
+        jobs.append(w.submit(verify, settings, ORT_FP32, photos * 3, progress=cancel_on_first,
+                             cancel=CancelToken()))
+        job2 = jobs[0]
         with pytest.raises(CancelledError, match="verify cancelled"):
             job2.future.result(120)

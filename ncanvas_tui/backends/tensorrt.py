@@ -1,14 +1,13 @@
 """Running a TensorRT / TensorRT-RTX engine: the ``tensorrt`` and ``tensorrt-rtx`` backends.
 
-``open_engine_backend`` finds the engine in the library (``EngineStore``) and fails
-early with the build command when there is none. ``load()`` then, in the GPU worker
-thread (where the CUDA primary context is current):
+The artefact selection (``engines.artefacts.select``) chose the engine and refused a stale or
+foreign one (changed ONNX, other TensorRT version, other GPU, corrupt file) BEFORE anything
+deserializes it. ``load()`` then, in the GPU worker thread (where the CUDA primary context is
+current):
 
-1. refuses a stale or foreign engine (changed ONNX, other TensorRT version, other
-   GPU, corrupt file) with ``EngineStore.check`` BEFORE deserializing it;
-2. deserializes it (``trt.Runtime.deserialize_cuda_engine``; errors from TensorRT's
+1. deserializes it (``trt.Runtime.deserialize_cuda_engine``; errors from TensorRT's
    logger end up in the message) and creates an execution context;
-3. allocates pinned host buffers (``pagelocked_empty``) and device buffers for the
+2. allocates pinned host buffers (``pagelocked_empty``) and device buffers for the
    largest batch of the profile; on an integrated GPU (Jetson) the pinned memory is
    *mapped*, so the GPU reads and writes it in place and no copies are made.
 
@@ -32,27 +31,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ncanvas_tui.backends.base import BackendInfo
+from ncanvas_tui.backends.trtlib import import_trt
 from ncanvas_tui.errors import BackendError, EngineError
 from ncanvas_tui.worker import DeviceBuffer, GpuWorker, current_worker, on_worker
 
 if TYPE_CHECKING:  # checked by mypy against tensorrt-stubs (TensorRT 10 API)
     import tensorrt as trt
 
-    from ncanvas_tui.engines.store import EngineRecord
-    from ncanvas_tui.settings import Settings
-    from ncanvas_tui.vision.catalog import ModelEntry
-
 log = logging.getLogger(__name__)
 
 #: the TensorRT backends this module runs
 TRT_MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
-
-
-def import_trt(backend: str = "tensorrt") -> Any:
-    """The TensorRT module for ``backend`` (via the compat module), or BackendError saying why."""
-    from ncanvas_tui.engines.compat import import_trt as _import
-
-    return _import(backend)
 
 
 def uses_named_tensors(obj: Any) -> bool:
@@ -65,7 +54,7 @@ def uses_named_tensors(obj: Any) -> bool:
 def _trt_logger(trt_mod: Any) -> Any:
     """A TensorRT logger that keeps errors (for the message) and sends the rest to logging."""
 
-    class _Logger(trt_mod.ILogger):  # type: ignore[misc,name-defined]
+    class _Logger(trt_mod.ILogger):  # type: ignore[misc]
         def __init__(self) -> None:
             trt_mod.ILogger.__init__(self)
             self.errors: list[str] = []
@@ -312,16 +301,18 @@ class EngineRunner:
 
 
 class TensorRTBackend:
-    """The ``tensorrt`` / ``tensorrt-rtx`` backend for one engine of the library."""
+    """The ``tensorrt`` / ``tensorrt-rtx`` backend for one engine file.
 
-    def __init__(self, settings: Settings, entry: ModelEntry, name: str, precision: str,
-                 record: EngineRecord) -> None:
-        self.settings = settings
-        self.entry = entry
-        self.record = record
+    The engine was chosen and checked (stale, foreign, corrupt) by the artefact selection before
+    this backend exists; this class deserializes and runs it."""
+
+    def __init__(self, name: str, path: Path, *, precision: str, max_batch: int) -> None:
+        if name not in TRT_MODULES:
+            raise BackendError(f"unknown TensorRT backend {name!r} (tensorrt | tensorrt-rtx)")
+        self.path = Path(path)
         self.runner: EngineRunner | None = None
-        self.info = BackendInfo(name=name, version="", precision=precision, model_path=str(record.path),
-                                max_batch=record.batch[2], device="cuda")
+        self.info = BackendInfo(name=name, version="", precision=precision, model_path=str(self.path),
+                                max_batch=max_batch, device="cuda")
 
     @property
     def last_gpu_ms(self) -> float:
@@ -333,27 +324,16 @@ class TensorRTBackend:
     def _load(self) -> None:
         if self.runner is not None:
             return
-        from ncanvas_tui.engines.store import EngineStore
-        from ncanvas_tui.vision.catalog import sha256_file
-
         trt_mod = import_trt(self.info.name)
         w = current_worker()
-        cuda_info = w.cuda if w is not None else None
-        onnx = self.entry.locate(self.settings)
-        # stale / foreign / corrupt: refused before anything deserializes it (GPU checked when there is one)
-        EngineStore(self.settings).check(
-            self.record, trt_version=str(trt_mod.__version__),
-            gpu_name=cuda_info.name if cuda_info else None,
-            compute_capability=cuda_info.sm if cuda_info else None,
-            model_sha256=sha256_file(onnx) if onnx else None)
         if w is None or w.cuda is None:
             why = w.cuda_error if w is not None else "not in the GPU worker"
             raise BackendError(f"{self.info.name}: cannot run engines here: {why}")
-        runner = EngineRunner(self.record.path, trt_mod, label=str(self.record.path))
+        runner = EngineRunner(self.path, trt_mod, label=str(self.path))
         runner.load()
         self.runner = runner
         self.info.version = str(trt_mod.__version__)
-        self.info.max_batch = min(runner.max_batch, self.record.batch[2]) or runner.max_batch
+        self.info.max_batch = min(runner.max_batch, self.info.max_batch) or runner.max_batch
         self.info.device = f"cuda:{w.cuda.ordinal} {w.cuda.name} (sm {w.cuda.sm})"
         self.info.notes.append(f"{runner.describe_io()['api']}"
                                + ("; mapped pinned memory (integrated GPU: no copies)" if runner.mapped else ""))
@@ -365,7 +345,7 @@ class TensorRTBackend:
         w = runner.worker                  # the worker that loaded it (its CUDA context, its buffers)
         if w is None or current_worker() is w:
             return runner.infer(batch)
-        return w.run(runner.infer, batch)
+        return w.run(runner.infer, batch)  # type: ignore[no-any-return]
 
     def raw_infer(self, batch: np.ndarray) -> np.ndarray:
         """The engine runner's call with nothing of the backend around it (bench baseline)."""
@@ -375,7 +355,6 @@ class TensorRTBackend:
 
     def describe(self) -> dict[str, Any]:
         d = self.info.as_dict()
-        d["engine"] = self.record.as_dict()
         if self.runner is not None:
             d["io"] = self.runner.describe_io()
         return d
@@ -393,19 +372,3 @@ class TensorRTBackend:
             except RuntimeError:  # the worker is shutting down: its cleanup frees everything
                 pass
         # else: the worker already shut down, and its cleanup closed the runner
-
-
-def open_engine_backend(settings: Settings, entry: ModelEntry, name: str, precision: str) -> TensorRTBackend:
-    """The backend for ``entry``'s engine at ``precision``; EngineError with the build command if none."""
-    from ncanvas_tui.engines.store import EngineStore
-
-    if name not in TRT_MODULES:
-        raise BackendError(f"unknown TensorRT backend {name!r} (tensorrt | tensorrt-rtx)")
-    store = EngineStore(settings)
-    record = store.find(entry, name, precision)
-    if record is None:
-        lo, opt, hi = settings.build.batch
-        raise EngineError(f"{store.path_for(entry.name, name, precision, list(settings.build.batch))}: "
-                          f"no {name} engine for {entry.name} at {precision} (batch {lo},{opt},{hi}); build it "
-                          f"with `ncanvas build {entry.name} --precision {precision} --backend {name}`")
-    return TensorRTBackend(settings, entry, name, precision, record)

@@ -1,4 +1,12 @@
-"""Build TensorRT / TensorRT-RTX engines through Polygraphy's loaders, into the engine store.
+"""Build an artefact from a ``BuildPlan``: a chain of small steps, each with one concern.
+
+    plan_build(settings, BuildRequest) -> BuildPlan          (engines.plan: validate, read, key)
+    build(plan) -> BuildResult:
+        lock(artefact id) -> reuse? -> ONNX Runtime: quantize -> save
+                                    -> TensorRT: prepare ONNX -> parse -> config (profile, timing
+                                       cache, calibrator) -> EngineBytesFromNetwork -> save + caches
+
+TensorRT steps use Polygraphy's loaders:
 
     NetworkFromOnnxPath -> CreateConfig(profiles=[Profile().add(inp, min, opt, max)], ...)
         -> EngineBytesFromNetwork -> atomic write (temp + rename) + JSON sidecar
@@ -37,39 +45,27 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ncanvas_tui.engines import compat
+from ncanvas_tui.engines.plan import BuildPlan, BuildRequest, plan_build
 from ncanvas_tui.engines.store import (
     NO_GPU,
     TEMP_PREFIX,
-    EngineRecord,
+    Artefact,
     EngineStore,
     atomic_write_bytes,
     atomic_write_json,
 )
-from ncanvas_tui.errors import BackendError, CancelledError, EngineError, ModelError
+from ncanvas_tui.errors import CancelledError, EngineError, ModelError
+from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
 
-if TYPE_CHECKING:
-    from ncanvas_tui.settings import Settings
-    from ncanvas_tui.vision.catalog import ModelEntry
+__all__ = ["BuildPlan", "BuildRequest", "BuildResult", "build", "plan_build"]
 
 log = logging.getLogger("ncanvas.engines")
 ProgressFn = Callable[[int, int, str], None]
-
-
-def resolve_build_backend(backend: str | None, settings: Settings) -> str:
-    """``auto`` -> tensorrt when the real TensorRT imports and a GPU is present, else onnxruntime."""
-    from ncanvas_tui.backends.base import gpu_present
-
-    backend = backend or settings.inference.backend
-    if backend != "auto":
-        return backend
-    if gpu_present() and compat.available("tensorrt"):
-        return "tensorrt"
-    return "onnxruntime"
 
 
 # -- log capture ----------------------------------------------------------------------------------
@@ -164,301 +160,355 @@ def _valid_calibration_cache(path: Path) -> bool:
 # -- the build ------------------------------------------------------------------------------------
 
 @dataclass
-class BuildPlan:
+class BuildResult:
+    """What ``build`` made (or found): ``artefact`` None when there is nothing to build (``note`` says why)."""
+
+    plan_id: str
+    model: str
     backend: str
     precision: str
-    mode: str                      # flags | typed
-    onnx: Path                     # what the parser reads
-    batch: list[int]
-    calibrator: str | None
-    quantization: str | None       # implicit | explicit | None
-    strongly_typed: bool
-    notes: list[str] = field(default_factory=list)
+    artefact: Artefact | None
+    reused: bool = False
+    seconds: float = 0.0
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.artefact.id if self.artefact else None, "model": self.model,
+                             "backend": self.backend, "precision": self.precision, "reused": self.reused,
+                             "seconds": round(self.seconds, 3), "note": self.note}
+        if self.artefact is not None:
+            d["artefact"] = self.artefact.as_dict()
+            d["path"] = str(self.artefact.path)
+        return d
+
+    @property
+    def summary(self) -> str:
+        """One line for logs, notifications and the CLI."""
+        a = self.artefact
+        if a is None:
+            return f"{self.model} {self.backend} {self.precision}: {self.note}"
+        if self.reused:
+            return f"up to date: {a.label} ({a.path.name}; --force rebuilds)"
+        return f"built {a.label} in {self.seconds:.1f} s ({a.path.name})"
 
 
-def _check_cancel(cancelled: Callable[[], bool] | None, phase: str) -> None:
-    if cancelled is not None and cancelled():
+def build(plan: BuildPlan, *, progress: Progress = no_progress, cancel: CancelToken = NEVER) -> BuildResult:
+    """Build (or reuse) the artefact ``plan`` describes. Two builds of the same artefact (any
+    processes) wait for each other; the second finds the first's result and reuses it."""
+    t0 = time.perf_counter()
+    res = BuildResult(plan.id, plan.source.entry.name, plan.backend, plan.precision, None)
+    if plan.backend == "onnxruntime" and plan.precision != "int8":
+        res.note = ("nothing to build: ONNX Runtime runs the fp32 ONNX as it is" if plan.precision == "fp32" else
+                    "nothing to build: ONNX Runtime on the CPU runs fp16 requests as fp32 (fp16 is for the "
+                    "GPU: use --backend tensorrt or tensorrt-rtx)")
+        return res
+    if plan.backend == "onnxruntime" and plan.source.qat:
+        res.note = "nothing to build: the model already has Q/DQ nodes (QAT); ONNX Runtime runs it as it is"
+        return res
+    store = EngineStore(plan.settings)
+    store.clean_temp_files()
+    cancel.check("build")
+    progress(0, 0, "waiting for another build of the same artefact" if _locked(store, plan) else "starting")
+    with store.lock(plan.id):
+        existing = _reusable(store, plan)
+        if existing is not None:
+            progress(1, 1, f"up to date: {existing.path.name}")
+            res.artefact, res.reused = existing, True
+            return res
+        cancel.check("build")
+        if plan.backend == "onnxruntime":
+            res.artefact = _build_onnxruntime(plan, store, progress, cancel)
+        else:
+            res.artefact = _build_tensorrt(plan, store, progress, cancel)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _locked(store: EngineStore, plan: BuildPlan) -> bool:
+    """Whether another process holds the build lock of this artefact now (for the progress line)."""
+    import fcntl
+
+    path = store.root / ".locks" / f"{plan.id}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _reusable(store: EngineStore, plan: BuildPlan) -> Artefact | None:
+    """The artefact already built for this plan, when it is intact and ``--force`` was not given."""
+    if plan.force or not plan.path.is_file():
+        return None
+    rec = store._load(plan.path)
+    try:
+        store.check(rec, trt_version=None, gpu_name=None, compute_capability=None,
+                    model_sha256=plan.source.sha256)
+    except EngineError as e:
+        log.info("rebuilding: %s", e)
+        return None
+    if plan.features is not None and rec.opt_level != (plan.opt_level if plan.features.optimization_level
+                                                       else None):
+        log.info("rebuilding %s: opt level %s requested, built with %s", rec.name, plan.opt_level, rec.opt_level)
+        return None
+    return rec
+
+
+def _record(plan: BuildPlan, *, source_onnx: Path, notes: list[str], seconds: float) -> Artefact:
+    """The sidecar of what ``plan`` builds (size and sha256 are filled in by ``EngineStore.save``)."""
+    key, cal = plan.key, plan.calibration
+    return Artefact(
+        path=plan.path, id=plan.id, model=key.model, backend=plan.backend, precision=plan.precision,
+        batch=list(key.batch), backend_version=key.backend_version, model_sha256=key.model_sha256,
+        source_onnx=str(source_onnx), gpu_name=plan.gpu.name if plan.gpu else "cpu",
+        compute_capability=plan.gpu.compute_capability if plan.gpu else "",
+        calibrator=plan.calibrator, calibration_set=key.calibration_set,
+        calibration_images=len(cal.files) if cal else 0, quantization=plan.quantization,
+        keep_float=list(key.keep_float), dla_core=key.dla_core, options=dict(key.options),
+        opt_level=plan.opt_level if plan.features is not None and plan.features.optimization_level else None,
+        sparse=plan.sparse, workspace_mib=plan.settings.build.workspace_mib if plan.features else None,
+        build_seconds=round(seconds, 3), notes=notes)
+
+
+# -- ONNX Runtime: the Q/DQ model -----------------------------------------------------------------
+
+def _build_onnxruntime(plan: BuildPlan, store: EngineStore, progress: Progress, cancel: CancelToken) -> Artefact:
+    from ncanvas_tui.engines.quantize import quantize
+
+    t0 = time.perf_counter()
+    progress(0, 0, "explicit quantization (Q/DQ ONNX: uint8 activations, per-channel int8 weights)")
+    summary = quantize(plan, "ort", plan.path, progress=progress, cancel=cancel)
+    notes = list(plan.notes)
+    if summary.get("skipped"):
+        notes.append(f"calibration skipped {summary['skipped']} unreadable image(s)")
+    try:
+        return store.save(_record(plan, source_onnx=plan.source.path, notes=notes,
+                                  seconds=time.perf_counter() - t0))
+    except BaseException:
+        plan.path.unlink(missing_ok=True)
+        raise
+
+
+# -- TensorRT / TensorRT-RTX: the engine ---------------------------------------------------------
+
+def _check_cancel(cancel: CancelToken, phase: str) -> None:
+    if cancel():
         raise CancelledError(f"build cancelled ({phase}); nothing was written")
 
 
-def _plan(settings: Settings, entry: ModelEntry, backend: str, precision: str, feats: compat.Features,
-          batch: list[int], calibrator: str, progress: ProgressFn | None,
-          cancelled: Callable[[], bool] | None) -> BuildPlan:
-    from ncanvas_tui.engines.prep import load_onnx, sanitized_model_for
-    from ncanvas_tui.engines.quantize import fp16_model_for, has_qdq, quantized_model_for
+def prepare_onnx(plan: BuildPlan, progress: Progress, cancel: CancelToken) -> tuple[Path, list[str]]:
+    """Step 1: the ONNX the parser reads (sanitized; fp16 or Q/DQ for strongly typed builds)."""
+    from ncanvas_tui.engines.prep import sanitized_model_for
+    from ncanvas_tui.engines.quantize import fp16_model_for, qdq_model_for
 
-    source = entry.require(settings)
-    src_model = load_onnx(source, external=False)
-    qat = has_qdq(src_model)
-    mode = feats.precision_mode(precision)
-    typed = feats.strongly_typed_only
-    notes: list[str] = []
-    if precision == "fp32":
-        return BuildPlan(backend, precision, mode, sanitized_model_for(settings, entry, progress), batch,
-                         None, None, typed)
-    if precision == "fp16":
-        if mode == "flags":
-            return BuildPlan(backend, precision, mode, sanitized_model_for(settings, entry, progress), batch,
-                             None, None, False)
-        if progress:
-            progress(0, 0, "fp16 ONNX for a strongly typed build")
-        return BuildPlan(backend, precision, mode, fp16_model_for(settings, entry, progress=progress), batch,
-                         None, None, True, ["fp16 from an fp16 ONNX (inputs/outputs fp32)"])
-    # int8
-    if qat:
-        notes.append("Q/DQ model (quantization-aware training) used as it is")
-        return BuildPlan(backend, precision, mode, sanitized_model_for(settings, entry, progress), batch,
-                         None, "explicit", typed, notes)
-    if mode == "flags" and feats.implicit_int8_calibrators:
-        return BuildPlan(backend, precision, mode, sanitized_model_for(settings, entry, progress), batch,
-                         calibrator, "implicit", False)
-    if progress:
+    settings, source = plan.settings, plan.source
+    if plan.precision == "fp16" and plan.mode == "typed":
+        progress(0, 0, "fp16 ONNX for a strongly typed build")
+        return (fp16_model_for(settings, source, progress=progress, cancel=cancel),
+                ["fp16 from an fp16 ONNX (inputs/outputs fp32)"])
+    if plan.precision == "int8" and source.qat:
+        return sanitized_model_for(settings, source, progress=progress, cancel=cancel), [
+            "Q/DQ model (quantization-aware training) used as it is"]
+    if plan.quantization == "explicit":
         progress(0, 0, "explicit quantization (Q/DQ ONNX, symmetric int8)")
-    q = quantized_model_for(settings, entry, backend, calibrator=calibrator, progress=progress,
-                            cancelled=cancelled)
-    return BuildPlan(backend, precision, mode, q, batch, calibrator, "explicit", typed,
-                     ["int8 from a symmetric Q/DQ ONNX (explicit quantization)"])
+        return (qdq_model_for(plan, progress=progress, cancel=cancel),
+                ["int8 from a symmetric Q/DQ ONNX (explicit quantization)"])
+    return sanitized_model_for(settings, source, progress=progress, cancel=cancel), []
 
 
-def _parse(pg: Any, plan: BuildPlan) -> tuple[Any, Any, Any]:
-    """(builder, network, parser); a parse failure is a ModelError carrying the parser's errors."""
+def _parse(pg: Any, onnx: Path, strongly_typed: bool) -> tuple[Any, Any, Any]:
+    """Step 2: (builder, network, parser); a parse failure is a ModelError carrying the parser's errors."""
     with _capture() as cap:
         try:
-            return pg.NetworkFromOnnxPath(str(plan.onnx), strongly_typed=plan.strongly_typed)()
+            return pg.NetworkFromOnnxPath(str(onnx), strongly_typed=strongly_typed)()  # type: ignore[no-any-return]
         except Exception as e:  # noqa: BLE001 - PolygraphyException
             errs = [m for m in cap.errors if m] or [" ".join(str(e).split())]
-            raise ModelError(f"{plan.onnx}: TensorRT's ONNX parser failed: {'; '.join(errs)[:400]}") from None
+            raise ModelError(f"{onnx}: TensorRT's ONNX parser failed: {'; '.join(errs)[:400]}") from None
 
 
-def build_engine(settings: Settings, entry: ModelEntry, backend: str, precision: str, *,
-                 calibrator: str | None = None, batch: list[int] | None = None, opt_level: int | None = None,
-                 sparse: bool | None = None, force: bool = False, progress: ProgressFn | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> EngineRecord:
-    """Build (or reuse) the engine of ``entry`` for ``backend`` (tensorrt | tensorrt-rtx) at ``precision``."""
-    from ncanvas_tui.engines.prep import check_classifier_input, load_onnx
-    from ncanvas_tui.vision.catalog import sha256_file
+class _TimingCache:
+    """Step 3a: the timing cache of this GPU + TensorRT version (validated; a rejected one moved aside)."""
 
-    t0 = time.perf_counter()
-    if backend not in compat.TRT_BACKENDS:
-        raise BackendError(f"build_engine builds TensorRT engines; backend {backend!r} is not one "
-                           f"(onnxruntime models are made by `ncanvas build --backend onnxruntime`)")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise EngineError(f"precision must be fp32 | fp16 | int8, got {precision!r}")
-    calibrator = calibrator or settings.build.calibrator
-    if calibrator not in ("entropy2", "minmax"):
-        raise EngineError(f"calibrator must be entropy2 | minmax, got {calibrator!r}")
-    batch = list(batch or settings.build.batch)
-    if len(batch) == 1:
-        batch = [batch[0]] * 3
-    if len(batch) != 3 or not 1 <= batch[0] <= batch[1] <= batch[2] <= 64:
-        raise EngineError(f"--batch must be min,opt,max with 1 <= min <= opt <= max <= 64, got {batch}")
-    opt_level = settings.build.opt_level if opt_level is None else opt_level
-    sparse = settings.build.sparse_weights if sparse is None else sparse
-    say = progress or (lambda done, total, msg: None)
+    def __init__(self, plan: BuildPlan, store: EngineStore, notes: list[str]) -> None:
+        feats, gpu = plan.features, plan.gpu
+        assert feats is not None and gpu is not None
+        self.path: Path | None = None
+        self.data = b""
+        self.config: Any = None
+        self.version = feats.version
+        want = plan.settings.build.timing_cache
+        path = store.timing_cache_path(plan.backend, feats.version, gpu.name)
+        if want and feats.timing_cache:
+            self.path, self.data = path, read_timing_cache(path)
+        elif want:
+            notes.append("no timing cache (TensorRT-RTX compiles kernels at load time)")
+            if path.exists():
+                read_timing_cache(path)  # still validated: a corrupt file is moved aside, never used
 
-    trt = compat.import_trt(backend)
-    pg = compat.use_polygraphy(backend)
-    feats = compat.features(trt)
-    store = EngineStore(settings)
-    store.clean_temp_files()
-    source = entry.require(settings)
-    sha = sha256_file(source)
-    gpu = compat.gpu_info()
+    def attach(self, config: Any) -> None:
+        """Called by Polygraphy's PostprocessConfig with the builder config."""
+        self.config = config
+        if self.path is None:
+            return
+        with _capture() as cap:
+            compat.load_timing_cache(config, self.data)
+        if self.data and any("timing cache" in w.lower() for w in cap.warnings + cap.errors):
+            _move_aside(self.path, "TensorRT rejected the timing cache")
+            compat.load_timing_cache(config, b"")
 
-    # 1. validate the source before anything expensive
-    say(1, 6, "validating ONNX")
-    model = load_onnx(source, external=False)
-    _, dims = check_classifier_input(source, model, entry.preprocess.input_size)
-    if isinstance(dims[0], int) and dims[0] > 0 and batch != [dims[0]] * 3:
-        log.warning("%s has a static batch of %d: building for that batch only", source, dims[0])
-        batch = [dims[0]] * 3
-    size = entry.preprocess.input_size
-    hw = [d if isinstance(d, int) and d > 0 else size for d in dims[2:]]
-    chw = (3, hw[0], hw[1])
+    def save(self) -> None:
+        if self.path is None or self.config is None:
+            return
+        data = compat.serialize_timing_cache(self.config)
+        if data:
+            try:
+                write_timing_cache(self.path, data, self.version)
+            except EngineError as e:  # the engine is saved; a cache we could not write is no failure
+                log.warning("%s", e)
 
-    existing = store.find(entry, backend, precision, batch)
-    if existing is not None and not force:
-        try:
-            store.check(existing, trt_version=feats.version, gpu_name=gpu.name,
-                        compute_capability=gpu.compute_capability or None, model_sha256=sha)
-            same = (existing.opt_level == opt_level and bool(existing.sparse) == bool(sparse)
-                    and (precision != "int8" or existing.calibrator in (None, calibrator)))
-        except EngineError as e:
-            log.info("rebuilding: %s", e)
-            same = False
-        if same:
-            existing.notes.append("reused (already built; --force rebuilds)")
-            say(6, 6, f"engine up to date: {existing.path.name}")
-            return existing
 
-    _check_cancel(cancelled, "before preparing the ONNX")
-    say(2, 6, "preparing ONNX")
-    plan = _plan(settings, entry, backend, precision, feats, batch, calibrator, progress, cancelled)
-    _check_cancel(cancelled, "before parsing")
-    say(3, 6, f"parsing {plan.onnx.name}")
-    builder, network, parser = _parse(pg, plan)
-    if network.num_inputs != 1:
-        raise ModelError(f"{plan.onnx}: TensorRT sees {network.num_inputs} inputs; an image classifier has one")
-    inp = network.get_input(0)
-    if len(inp.shape) != 4:
-        raise ModelError(f"{plan.onnx}: input {inp.name!r} has rank {len(inp.shape)}; expected [N, 3, H, W]")
+class _ImplicitCalibration:
+    """Step 3b: TensorRT <= 10's implicit INT8 calibration: Polygraphy's Calibrator fed real images at
+    the OPT shape, with a cache per model, calibrator, OPT batch, TensorRT version and image set."""
 
-    profile = pg.Profile().add(inp.name, min=(batch[0], *chw), opt=(batch[1], *chw), max=(batch[2], *chw))
-    monitor = compat.make_progress_monitor(trt, progress, cancelled) if feats.progress_monitor else None
-    notes = list(plan.notes)
-
-    # timing cache (per GPU + TensorRT version)
-    timing_path: Path | None = None
-    timing_bytes = b""
-    if settings.build.timing_cache and feats.timing_cache:
-        timing_path = store.timing_cache_path(backend, feats.version, gpu.name)
-        timing_bytes = read_timing_cache(timing_path)
-    elif settings.build.timing_cache:
-        notes.append("no timing cache (TensorRT-RTX compiles kernels at load time)")
-        path = store.timing_cache_path(backend, feats.version, gpu.name)
-        if path.exists():
-            read_timing_cache(path)  # still validated: a corrupt file is moved aside, never used
-    captured: dict[str, Any] = {}
-
-    def postprocess(builder_: Any, network_: Any, config: Any) -> None:
-        captured["config"] = config
-        if timing_path is not None:
-            with _capture() as cap:
-                compat.load_timing_cache(config, timing_bytes)
-            if timing_bytes and any("timing cache" in w.lower() for w in cap.warnings + cap.errors):
-                _move_aside(timing_path, "TensorRT rejected the timing cache")
-                compat.load_timing_cache(config, b"")
-
-    # implicit int8 calibration (TensorRT <= 10)
-    calib_tmp: Path | None = None
-    calib_final: Path | None = None
-    served = {"n": 0}
-    calib_obj = None
-    cal_plan = None
-    if plan.quantization == "implicit":
+    def __init__(self, plan: BuildPlan, store: EngineStore, input_name: str, trt: Any, pg: Any,
+                 progress: Progress, cancel: CancelToken, notes: list[str]) -> None:
         from ncanvas_tui.engines import calibrate
 
-        assert plan.calibrator is not None
-        calib_final = store.calibration_cache_path(entry.name, sha, plan.calibrator, batch[1])
-        if calib_final.exists() and not _valid_calibration_cache(calib_final):
-            _move_aside(calib_final, "corrupt calibration cache")
-        calib_tmp = calib_final.with_name(f"{TEMP_PREFIX}{calib_final.name}")
-        if calib_final.is_file():
-            shutil.copyfile(calib_final, calib_tmp)
-            notes.append(f"calibration cache reused: {calib_final.name}")
+        cal, feats = plan.calibration, plan.features
+        assert cal is not None and feats is not None and plan.calibrator is not None
+        opt = plan.batch[1]
+        self.final = store.calibration_cache_path(plan.source.entry.name, plan.source.sha256, plan.calibrator,
+                                                  opt, feats.version, cal.key)
+        if self.final.exists() and not _valid_calibration_cache(self.final):
+            _move_aside(self.final, "corrupt calibration cache")
+        self.tmp = self.final.with_name(f"{TEMP_PREFIX}{self.final.name}")
+        self.plan: calibrate.CalibrationSet | None = None
+        if self.final.is_file():
+            shutil.copyfile(self.final, self.tmp)
+            notes.append(f"calibration cache reused: {self.final.name}")
         else:
-            cal_plan = calibrate.plan(settings, batch=batch[1])  # errors on missing/empty/too few
-        name = inp.name
+            self.plan = calibrate.CalibrationSet(folder=cal.folder, files=list(cal.files), batch=opt,
+                                                 batches=len(cal.files) // opt, skipped=[])
+        self.served = 0
+        pre = plan.source.entry.preprocess
+        cal_plan = self.plan
 
         def data_loader() -> Iterator[dict[str, Any]]:
             if cal_plan is None:
                 return
-            for x in calibrate.iter_batches(cal_plan, entry, progress=progress, cancelled=cancelled):
-                served["n"] += 1
-                yield {name: x}
+            for x in calibrate.iter_batches(cal_plan, pre, progress=progress, cancelled=cancel):
+                self.served += 1
+                yield {input_name: x}
 
-        calib_obj = pg.Calibrator(data_loader(), cache=str(calib_tmp),
-                                  BaseClass=compat.calibrator_base(trt, plan.calibrator), batch_size=batch[1])
+        self.calibrator = pg.Calibrator(data_loader(), cache=str(self.tmp),
+                                        BaseClass=compat.calibrator_base(trt, plan.calibrator), batch_size=opt)
 
-    flags_fp16 = plan.mode == "flags" and precision == "fp16"
-    flags_int8 = plan.mode == "flags" and precision == "int8"
-    cfg_kwargs: dict[str, Any] = {"profiles": [profile], "memory_pool_limits": compat.memory_pool_limits(
-        trt, settings.build.workspace_mib)}
-    if flags_fp16:
-        cfg_kwargs["fp16"] = True
-    if flags_int8:
-        cfg_kwargs["int8"] = True
-        if calib_obj is not None:
-            cfg_kwargs["calibrator"] = calib_obj
+    def check_complete(self) -> None:
+        if self.plan is not None and self.served < self.plan.batches:
+            raise EngineError(f"{self.plan.folder}: calibration stopped after {self.served} of "
+                              f"{self.plan.batches} batches (unreadable images or a batch of the wrong shape)")
+
+    def keep(self) -> None:
+        if self.tmp.is_file() and self.tmp.stat().st_size and _valid_calibration_cache(self.tmp):
+            os.replace(self.tmp, self.final)
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def _config_kwargs(plan: BuildPlan, profile: Any, trt: Any, notes: list[str]) -> dict[str, Any]:
+    """Step 3c: Polygraphy ``CreateConfig`` arguments for the plan's precision and options."""
+    feats = plan.features
+    assert feats is not None
+    kw: dict[str, Any] = {"profiles": [profile],
+                          "memory_pool_limits": compat.memory_pool_limits(trt, plan.settings.build.workspace_mib)}
+    if plan.mode == "flags" and plan.precision == "fp16":
+        kw["fp16"] = True
+    if plan.mode == "flags" and plan.precision == "int8":
+        kw["int8"] = True
     if feats.optimization_level:
-        cfg_kwargs["builder_optimization_level"] = opt_level
-    if sparse:
+        kw["builder_optimization_level"] = plan.opt_level
+    if plan.sparse:
         if feats.sparse_weights:
-            cfg_kwargs["sparse_weights"] = True
+            kw["sparse_weights"] = True
         else:
             notes.append("2:4 sparse weights not supported by this TensorRT: ignored")
-    if monitor is not None:
-        cfg_kwargs["progress_monitor"] = monitor
-    config = pg.PostprocessConfig(pg.CreateConfig(**cfg_kwargs), postprocess)
+    return kw
 
-    _check_cancel(cancelled, "before building")
-    say(4, 6, f"building {backend} {precision} engine (batch {batch[0]}-{batch[1]}-{batch[2]})")
-    tb = time.perf_counter()
+
+def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, cancel: CancelToken) -> Artefact:
+    t0 = time.perf_counter()
+    feats, batch = plan.features, plan.batch
+    assert feats is not None
+    trt = compat.import_trt(plan.backend)
+    pg = compat.use_polygraphy(plan.backend)
+    notes = list(plan.notes)
+
+    progress(1, 6, "preparing ONNX")
+    onnx, more = prepare_onnx(plan, progress, cancel)
+    notes += more
+    _check_cancel(cancel, "before parsing")
+    progress(2, 6, f"parsing {onnx.name}")
+    strongly_typed = feats.strongly_typed_only or (plan.mode == "typed" and plan.precision != "fp32")
+    builder, network, parser = _parse(pg, onnx, strongly_typed)
+    if network.num_inputs != 1:
+        raise ModelError(f"{onnx}: TensorRT sees {network.num_inputs} inputs; an image classifier has one")
+    inp = network.get_input(0)
+    if len(inp.shape) != 4:
+        raise ModelError(f"{onnx}: input {inp.name!r} has rank {len(inp.shape)}; expected [N, 3, H, W]")
+
+    progress(3, 6, "configuring")
+    chw = plan.source.chw
+    profile = pg.Profile().add(inp.name, min=(batch[0], *chw), opt=(batch[1], *chw), max=(batch[2], *chw))
+    timing = _TimingCache(plan, store, notes)
+    calib = (_ImplicitCalibration(plan, store, inp.name, trt, pg, progress, cancel, notes)
+             if plan.quantization == "implicit" and not plan.source.qat else None)
+    kw = _config_kwargs(plan, profile, trt, notes)
+    if calib is not None:
+        kw["calibrator"] = calib.calibrator
+    monitor = compat.make_progress_monitor(trt, progress, cancel) if feats.progress_monitor else None
+    if monitor is not None:
+        kw["progress_monitor"] = monitor
+    config = pg.PostprocessConfig(pg.CreateConfig(**kw), lambda _b, _n, c: timing.attach(c))
+
     try:
+        _check_cancel(cancel, "before building")
+        progress(4, 6, f"building {plan.backend} {plan.precision} engine (batch {batch[0]}-{batch[1]}-{batch[2]})")
+        tb = time.perf_counter()
         with _capture(forward=None if monitor is not None else progress) as cap:
             try:
                 host_mem = pg.EngineBytesFromNetwork((builder, network, parser), config=config)()
             except CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - PolygraphyException from a failed build
-                if (monitor is not None and getattr(monitor, "aborted", False)) or (cancelled and cancelled()):
+                if (monitor is not None and getattr(monitor, "aborted", False)) or cancel():
                     raise CancelledError("build cancelled; nothing was written") from None
                 errs = [m for m in cap.errors if m] or [" ".join(str(e).split())]
-                raise EngineError(f"{plan.onnx}: {backend} build failed: {'; '.join(errs)[:400]}") from None
+                raise EngineError(f"{onnx}: {plan.backend} build failed: {'; '.join(errs)[:400]}") from None
         if host_mem is None or (monitor is not None and getattr(monitor, "aborted", False)):
             raise CancelledError("build cancelled; nothing was written")
-        if cal_plan is not None and served["n"] < cal_plan.batches:
-            raise EngineError(f"{cal_plan.folder}: calibration stopped after {served['n']} of "
-                              f"{cal_plan.batches} batches (unreadable images or a batch of the wrong shape)")
+        if calib is not None:
+            calib.check_complete()
         build_s = time.perf_counter() - tb
-        _check_cancel(cancelled, "after building")
-        say(5, 6, "saving engine")
-        record = EngineRecord(
-            path=store.path_for(entry.name, backend, precision, batch), model=entry.name, backend=backend,
-            precision=precision, batch=batch, backend_version=feats.version, model_sha256=sha,
-            source_onnx=str(plan.onnx), gpu_name=gpu.name, compute_capability=gpu.compute_capability,
-            calibrator=plan.calibrator if precision == "int8" else None, quantization=plan.quantization,
-            opt_level=opt_level if feats.optimization_level else None, sparse=bool(sparse),
-            workspace_mib=settings.build.workspace_mib, build_seconds=round(build_s, 3), notes=notes)
-        if gpu.name == NO_GPU:
+        _check_cancel(cancel, "after building")
+        progress(5, 6, "saving engine")
+        record = _record(plan, source_onnx=onnx, notes=notes, seconds=build_s)
+        if plan.gpu is not None and plan.gpu.name == NO_GPU:
             record.notes.append("built without a GPU (TensorRT-RTX): runs on any RTX GPU, compiled at load")
         store.save(record, memoryview(host_mem))
-        if calib_tmp is not None and calib_final is not None and calib_tmp.is_file() \
-                and calib_tmp.stat().st_size and _valid_calibration_cache(calib_tmp):
-            os.replace(calib_tmp, calib_final)
-        if timing_path is not None and "config" in captured:
-            data = compat.serialize_timing_cache(captured["config"])
-            if data:
-                try:
-                    write_timing_cache(timing_path, data, feats.version)
-                except EngineError as e:  # the engine is saved; a cache we could not write is no failure
-                    log.warning("%s", e)
-        record.build_seconds = round(build_s, 3)
-        say(6, 6, f"built {record.path.name} in {time.perf_counter() - t0:.1f} s")
+        if calib is not None:
+            calib.keep()
+        timing.save()
+        progress(6, 6, f"built {record.path.name} in {time.perf_counter() - t0:.1f} s")
         return record
     finally:
-        if calib_tmp is not None:
-            with contextlib.suppress(OSError):
-                calib_tmp.unlink()
-
-
-# -- what `ncanvas build` does on ONNX Runtime ----------------------------------------------------
-
-def build_onnxruntime(settings: Settings, entry: ModelEntry, precision: str, *,
-                      calibrator: str | None = None, force: bool = False, progress: ProgressFn | None = None,
-                      cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """int8: the ONNX Runtime Q/DQ model; fp16: nothing (ORT on the CPU runs fp32); fp32: nothing."""
-    from ncanvas_tui.engines.quantize import quantized_model_for
-
-    source = entry.require(settings)
-    out: dict[str, Any] = {"model": entry.name, "backend": "onnxruntime", "precision": precision,
-                           "source": str(source)}
-    if precision == "fp32":
-        out.update(path=str(source), built=False,
-                   note="nothing to build: ONNX Runtime runs the fp32 ONNX as it is")
-    elif precision == "fp16":
-        out.update(path=str(source), built=False,
-                   note="nothing to build: ONNX Runtime on the CPU runs fp16 requests as fp32 (fp16 is for "
-                        "the GPU: use --backend tensorrt or tensorrt-rtx)")
-    else:
-        t0 = time.perf_counter()
-        path = quantized_model_for(settings, entry, "onnxruntime", calibrator=calibrator, force=force,
-                                   progress=progress, cancelled=cancelled)
-        reused = path.stat().st_mtime < time.time() - (time.perf_counter() - t0) - 0.5
-        out.update(path=str(path), built=not reused, reused=reused,
-                   calibrator=calibrator or settings.build.calibrator,
-                   quantization="explicit (Q/DQ: uint8 activations, per-channel int8 weights)",
-                   seconds=round(time.perf_counter() - t0, 2), size=path.stat().st_size)
-        if path == source:
-            out.update(built=False, note="the model already has Q/DQ nodes (QAT): used as it is")
-    return out
+        if calib is not None:
+            calib.cleanup()

@@ -19,7 +19,7 @@ from ncanvas_tui.vision.preprocess import Normalizer, is_image_name, load_image
 
 if TYPE_CHECKING:
     from ncanvas_tui.settings import Settings
-    from ncanvas_tui.vision.catalog import ModelEntry
+    from ncanvas_tui.vision.catalog import ModelEntry, Preprocess
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -82,7 +82,7 @@ def plan(settings: Settings, *, batch: int, max_batches: int | None = None,
     return CalibrationSet(folder=folder, files=files, batch=batch, batches=n, skipped=[], count=n * batch)
 
 
-def iter_batches(cal: CalibrationSet, entry: ModelEntry, *, progress: ProgressFn | None = None,
+def iter_batches(cal: CalibrationSet, pre: Preprocess, *, progress: ProgressFn | None = None,
                  cancelled: Callable[[], bool] | None = None, label: str = "calibration batch"
                  ) -> Iterator[np.ndarray]:
     """float32 NCHW arrays of (batch, 3, S, S) (the last one smaller when ``cal.partial``).
@@ -91,7 +91,6 @@ def iter_batches(cal: CalibrationSet, entry: ModelEntry, *, progress: ProgressFn
     before the first batch). Reports ``label i/N`` through ``progress``."""
     from ncanvas_tui.errors import CancelledError
 
-    pre = entry.preprocess
     norm = Normalizer(pre)
     pending = iter(cal.files)
     for i in range(cal.batches):

@@ -26,6 +26,7 @@ sets that up and refuses to mix both in one process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -36,45 +37,15 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ncanvas_tui.backends.trtlib import TRT_BACKENDS, available, import_trt
 from ncanvas_tui.errors import BackendError, EngineError
 
 if TYPE_CHECKING:
     import tensorrt as trt_t
 
+__all__ = ["TRT_BACKENDS", "Features", "GpuInfo", "available", "features", "gpu_info", "import_trt"]
+
 log = logging.getLogger("ncanvas.engines")
-
-TRT_BACKENDS = ("tensorrt", "tensorrt-rtx")
-_MODULE = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
-
-
-def import_trt(backend: str) -> ModuleType:
-    """The TensorRT module for ``backend`` (``tensorrt`` or ``tensorrt_rtx``). BackendError if missing.
-
-    (``tensorrt-stubs`` installs a ``tensorrt`` folder of .pyi files that imports as an empty
-    namespace package: a module without ``Builder`` is not TensorRT.)"""
-    name = _MODULE.get(backend)
-    if name is None:
-        raise BackendError(f"backend {backend!r} is not a TensorRT backend (tensorrt | tensorrt-rtx)")
-    try:
-        module = __import__(name)
-    except ImportError as e:
-        pkg = "tensorrt-rtx-cu13 (pip install 'ncanvas[rtx]')" if backend == "tensorrt-rtx" else \
-            "TensorRT (JetPack on a Jetson; pip install tensorrt on a desktop GPU)"
-        raise BackendError(f"backend {backend}: cannot import {name} ({' '.join(str(e).split())[:160]}); "
-                           f"install {pkg}") from None
-    if not hasattr(module, "Builder"):
-        raise BackendError(f"backend {backend}: the {name} module here has no Builder (only type stubs "
-                           f"installed?); install the real TensorRT")
-    return module
-
-
-def available(backend: str) -> bool:
-    try:
-        import_trt(backend)
-    except BackendError:
-        return False
-    return True
-
 
 def use_polygraphy(backend: str) -> ModuleType:
     """Import Polygraphy for ``backend`` with its logger routed to Python logging.
@@ -98,7 +69,8 @@ def use_polygraphy(backend: str) -> ModuleType:
     route_polygraphy_logging()
     import polygraphy.backend.trt as pg_trt
 
-    return pg_trt
+    module: ModuleType = pg_trt
+    return module
 
 
 def route_polygraphy_logging() -> None:
@@ -270,12 +242,14 @@ class GpuInfo:
     compute_capability: str  # "8.7"; "" when unknown
 
 
+@functools.lru_cache(maxsize=1)
 def gpu_info() -> GpuInfo:
     """Name and compute capability of GPU 0, without creating a CUDA context.
 
     pycuda's driver API (``cuInit`` + device query: no context), then nvidia-smi, then the
     Jetson device tree; ``none (build-only)`` when there is no GPU (RTX builds on a CPU box).
-    The runtime side should call this same function, so names compare equal."""
+    The one GPU-identity probe: build (artefact key, sidecar) and run (the stale/foreign check
+    before loading) both call it, so names compare equal. Cached for the process."""
     from ncanvas_tui.engines.store import NO_GPU
 
     try:

@@ -22,10 +22,12 @@ import numpy as np
 
 from ncanvas_tui.engines.store import atomic_path
 from ncanvas_tui.errors import EngineError, ModelError
+from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
 
 if TYPE_CHECKING:
     import onnx
 
+    from ncanvas_tui.engines.plan import SourceModel
     from ncanvas_tui.settings import Settings
     from ncanvas_tui.vision.catalog import ModelEntry
 
@@ -50,6 +52,11 @@ class PrepResult:
         d = asdict(self)
         d["source"], d["output"] = str(self.source), str(self.output)
         return d
+
+    @property
+    def summary(self) -> str:
+        return (f"prep {self.model}: nodes {self.nodes_before} -> {self.nodes_after}, "
+                f"max abs diff {self.max_abs_diff:.2e}")
 
 
 def load_onnx(path: Path, *, external: bool = True) -> onnx.ModelProto:
@@ -119,7 +126,8 @@ def sanitize(model: onnx.ModelProto) -> onnx.ModelProto:
     out.ir_version = model.ir_version
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
-    return out
+    result: onnx.ModelProto = out
+    return result
 
 
 def set_meta(model: onnx.ModelProto, **values: str) -> None:
@@ -154,7 +162,6 @@ def output_path(settings: Settings, entry: ModelEntry, source: Path) -> Path:
 def save_onnx(model: onnx.ModelProto, target: Path) -> None:
     import onnx
 
-    from ncanvas_tui.engines.store import EngineError
     from ncanvas_tui.engines.subproc import claim
 
     try:
@@ -179,52 +186,53 @@ def run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
         be.close()
 
 
-def prep_model(settings: Settings, entry: ModelEntry, progress: ProgressFn | None = None) -> PrepResult:
+def prep_model(settings: Settings, entry: ModelEntry, *, progress: Progress = no_progress,
+               cancel: CancelToken = NEVER) -> PrepResult:
     """Sanitize ``entry``'s ONNX into ``NAME.prep.onnx`` and prove ONNX Runtime outputs are unchanged."""
     from ncanvas_tui.engines import subproc
     from ncanvas_tui.engines.calibrate import sample_inputs
+    from ncanvas_tui.engines.store import EngineStore
     from ncanvas_tui.vision.catalog import sha256_file
 
     t0 = time.perf_counter()
     source = entry.require(settings)
     out = output_path(settings, entry, source)
-    if progress:
-        progress(1, 4, "loading ONNX")
+    progress(1, 4, "loading ONNX")
     # loading, folding and saving hold the GIL for long stretches: a child process does them
-    before, after = subproc.call(_sanitize_file, source, out, sha256_file(source), what="sanitize",
-                                 progress=progress, check=True, input_size=entry.preprocess.input_size)
-    if progress:
-        progress(3, 4, "comparing outputs with ONNX Runtime")
+    with EngineStore(settings).lock(out.name):
+        before, after = subproc.call(_sanitize_file, source, out, sha256_file(source), what="sanitize",
+                                     progress=progress, cancelled=cancel, check=True,
+                                     input_size=entry.preprocess.input_size)
+    progress(3, 4, "comparing outputs with ONNX Runtime")
     x, where = sample_inputs(settings, entry)
     try:
+        cancel.check("prep")
         diff = float(np.max(np.abs(run_onnxruntime(source, x) - run_onnxruntime(out, x))))
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    if progress:
-        progress(4, 4, "done")
+    progress(4, 4, "done")
     return PrepResult(model=entry.name, source=source, output=out, nodes_before=before,
                       nodes_after=after, max_abs_diff=diff, compared_on=where,
                       seconds=round(time.perf_counter() - t0, 3))
 
 
-def sanitized_model_for(settings: Settings, entry: ModelEntry, progress: ProgressFn | None = None) -> Path:
+def sanitized_model_for(settings: Settings, source: SourceModel, *, progress: Progress = no_progress,
+                        cancel: CancelToken = NEVER) -> Path:
     """The source ONNX, sanitized when ``[build].sanitize`` (reusing ``NAME.prep.onnx`` while its
-    recorded source sha256 matches; otherwise sanitizing again, without the ORT comparison)."""
-    from ncanvas_tui.vision.catalog import sha256_file
-
-    source = entry.require(settings)
-    if not settings.build.sanitize:
-        return source
-    out = output_path(settings, entry, source)
-    sha = sha256_file(source)
-    if out.is_file() and get_meta(out).get("source_sha256") == sha:
-        return out
-    if progress:
-        progress(0, 0, "sanitizing ONNX (fold constants, cleanup, toposort)")
+    recorded source sha256 matches; otherwise sanitizing again under a lock, without the ORT
+    comparison)."""
     from ncanvas_tui.engines import subproc
+    from ncanvas_tui.engines.store import EngineStore
 
-    subproc.call(_sanitize_file, source, out, sha, what="sanitize")
+    if not settings.build.sanitize:
+        return source.path
+    out = output_path(settings, source.entry, source.path)
+    with EngineStore(settings).lock(out.name):
+        if out.is_file() and get_meta(out).get("source_sha256") == source.sha256:
+            return out
+        progress(0, 0, "sanitizing ONNX (fold constants, cleanup, toposort)")
+        subproc.call(_sanitize_file, source.path, out, source.sha256, what="sanitize", cancelled=cancel)
     return out
 
 

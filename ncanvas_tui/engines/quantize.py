@@ -22,12 +22,12 @@ quantization-aware training) is used as it is.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,18 +35,19 @@ from ncanvas_tui.engines.prep import (
     check_classifier_input,
     get_meta,
     load_onnx,
-    sanitized_model_for,
     save_onnx,
     set_meta,
 )
 from ncanvas_tui.engines.store import FILE_MODE, TEMP_PREFIX, atomic_path
 from ncanvas_tui.errors import CancelledError, EngineError
+from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
+from ncanvas_tui.vision.catalog import Preprocess
 
 if TYPE_CHECKING:
     import onnx
 
+    from ncanvas_tui.engines.plan import BuildPlan, SourceModel
     from ncanvas_tui.settings import Settings
-    from ncanvas_tui.vision.catalog import ModelEntry
 
 log = logging.getLogger("ncanvas.engines")
 ProgressFn = Callable[[int, int, str], None]
@@ -71,43 +72,28 @@ def is_fp16(model: onnx.ModelProto) -> bool:
     return any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
 
 
-def _image_set_key(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in files:
-        try:
-            st = p.stat()
-            h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            continue
-    return h.hexdigest()[:10]
+def qdq_path(settings: Settings, source: SourceModel, flavour: str, calibrator: str, image_set: str) -> Path:
+    """The intermediate Q/DQ ONNX a TensorRT build parses (no sidecar: not an artefact)."""
+    return Path(settings.paths.engines) / (f"{source.entry.name}.int8-{flavour}.{calibrator}."
+                                           f"{source.sha256[:12]}.{image_set}.onnx")
 
 
-def quantized_path(settings: Settings, entry: ModelEntry, flavour: str, sha: str, calibrator: str) -> Path:
-    return Path(settings.paths.engines) / f"{entry.name}.int8-{flavour}.{calibrator}.{sha[:12]}.onnx"
-
-
-def quantized_model_for(settings: Settings, entry: ModelEntry, backend: str, *,
-                        calibrator: str | None = None, force: bool = False,
-                        progress: ProgressFn | None = None,
-                        cancelled: Callable[[], bool] | None = None) -> Path:
-    """The Q/DQ ONNX of ``entry`` for ``backend`` (built on demand, else reused).
+def qdq_model_for(plan: BuildPlan, *, progress: Progress = no_progress, cancel: CancelToken = NEVER) -> Path:
+    """The Q/DQ ONNX a strongly typed TensorRT build parses (built on demand under a lock, else reused).
 
     A QAT model (already Q/DQ) is returned as it is."""
-    from ncanvas_tui.vision.catalog import sha256_file
+    from ncanvas_tui.engines.store import EngineStore
 
-    source = entry.require(settings)
-    calibrator = calibrator or settings.build.calibrator
-    flavour = flavour_for(backend)
-    src_model = load_onnx(source, external=False)
-    if has_qdq(src_model):
-        log.info("%s already has Q/DQ nodes (quantization-aware training): used as it is", source)
-        return source
-    sha = sha256_file(source)
-    out = quantized_path(settings, entry, flavour, sha, calibrator)
-    meta = get_meta(out) if out.is_file() else {}
-    if not force and meta.get("source_sha256") == sha and meta.get("recipe") == RECIPE:
-        return out
-    quantize(settings, entry, flavour, out, calibrator=calibrator, progress=progress, cancelled=cancelled)
+    source, cal, calibrator = plan.source, plan.calibration, plan.calibrator
+    if source.qat or cal is None or calibrator is None:
+        log.info("%s already has Q/DQ nodes (quantization-aware training): used as it is", source.path)
+        return source.path
+    out = qdq_path(plan.settings, source, "trt", calibrator, cal.key)
+    with EngineStore(plan.settings).lock(out.name):
+        meta = get_meta(out) if out.is_file() else {}
+        if meta.get("source_sha256") == source.sha256 and meta.get("recipe") == RECIPE:
+            return out
+        quantize(plan, "trt", out, progress=progress, cancel=cancel)
     return out
 
 
@@ -152,38 +138,65 @@ class _Reader:
         pass
 
 
-def quantize(settings: Settings, entry: ModelEntry, flavour: str, out: Path, *,
-             calibrator: str, progress: ProgressFn | None = None,
-             cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run quantize_static and write the Q/DQ ONNX atomically to ``out``. Returns a summary.
+def quantize(plan: BuildPlan, flavour: str, out: Path, *, progress: Progress = no_progress,
+             cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """Run quantize_static on the plan's (sanitized) model and write the Q/DQ ONNX atomically to
+    ``out``. Returns a summary.
 
-    The work (sanitize, calibration data, quantize_static, saving) runs in a child process
-    (``subproc``): it holds the GIL for long stretches. Progress and errors come back here;
-    cancel terminates the child and leaves nothing behind."""
+    The work (calibration data, quantize_static, saving) runs in a child process (``subproc``):
+    it holds the GIL for long stretches. Progress and errors come back here; cancel terminates
+    the child and leaves nothing behind."""
     from ncanvas_tui.engines import subproc
+    from ncanvas_tui.engines.prep import sanitized_model_for
 
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}")
+    cal, calibrator = plan.calibration, plan.calibrator
+    if cal is None or calibrator is None:
+        raise EngineError(f"{plan.source.path}: nothing to calibrate (a Q/DQ model is used as it is)")
+    model_path = sanitized_model_for(plan.settings, plan.source, progress=progress, cancel=cancel)
+    job = QuantizeJob(model=model_path, source_sha256=plan.source.sha256, name=plan.source.entry.name,
+                      preprocess=plan.source.entry.preprocess, static_batch=plan.source.static_batch,
+                      files=cal.files, folder=cal.folder, image_set=cal.key, calibrator=calibrator,
+                      flavour=flavour, out=out, engines=Path(plan.settings.paths.engines))
     last = [""]
 
     def relay(done: int, total: int, msg: str) -> None:
         last[0] = msg
-        if progress is not None:
-            progress(done, total, msg)
+        progress(done, total, msg)
 
     try:
-        return subproc.call(_quantize, settings, entry, flavour, out, calibrator=calibrator,
-                            what="quantization", progress=relay, cancelled=cancelled)
+        return subproc.call(_quantize, job, what="quantization", progress=relay, cancelled=cancel)
     except CancelledError as e:
         if last[0].startswith("calibration ") and str(e) == "quantization cancelled":
             raise CancelledError("calibration cancelled") from None
         raise
 
 
-def _quantize(settings: Settings, entry: ModelEntry, flavour: str, out: Path, *,
-              calibrator: str, progress: ProgressFn | None = None,
+@dataclass(frozen=True)
+class QuantizeJob:
+    """Everything the child process needs (picklable; nothing re-read or re-hashed there)."""
+
+    model: Path               # the (sanitized) fp32 ONNX to quantize
+    source_sha256: str
+    name: str
+    preprocess: Preprocess
+    static_batch: int | None
+    files: tuple[Path, ...]   # the calibration images
+    folder: Path
+    image_set: str
+    calibrator: str
+    flavour: str
+    out: Path
+    engines: Path             # where the calibration ranges are cached
+
+
+def _quantize(job: QuantizeJob, *, progress: ProgressFn | None = None,
               cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """``quantize``'s work, in the child process (or inline when none could start)."""
+    import shutil
+    import tempfile
+
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -193,27 +206,27 @@ def _quantize(settings: Settings, entry: ModelEntry, flavour: str, out: Path, *,
     )
 
     from ncanvas_tui.engines import calibrate, subproc
-    from ncanvas_tui.vision.catalog import sha256_file
 
     t0 = time.perf_counter()
-    source = entry.require(settings)
-    sha = sha256_file(source)
-    model_path = sanitized_model_for(settings, entry, progress)
+    # quantize_static writes "<input>-inferred.onnx" beside its input: give it a private copy, so two
+    # builds of one model at once never share that file
+    scratch = Path(tempfile.mkdtemp(prefix="ncanvas-quantize-"))
+    model_path = scratch / job.model.name
+    shutil.copyfile(job.model, model_path)
     model = load_onnx(model_path, external=False)
-    input_name, dims = check_classifier_input(model_path, model, entry.preprocess.input_size)
-    opt = settings.build.batch[1]
-    if isinstance(dims[0], int) and dims[0] > 0:  # static batch: full batches of that size
-        cal = calibrate.plan(settings, batch=dims[0])
+    input_name, _ = check_classifier_input(job.model, model, job.preprocess.input_size)
+    if job.static_batch is not None:  # static batch: full batches of that size
+        cal = calibrate.CalibrationSet(folder=job.folder, files=list(job.files), batch=job.static_batch,
+                                       batches=len(job.files) // job.static_batch, skipped=[])
     else:
-        # ORT's calibrators stack the batches, so they must all be the same size: feed single
-        # images, up to calibration_batches * OPT of them (the same images TensorRT would see),
-        # and no fewer than one OPT batch (the same rule as TensorRT's implicit calibration).
-        calibrate.calibration_images(Path(settings.paths.calibration), need=opt)
-        cal = calibrate.plan(settings, batch=1, max_batches=settings.build.calibration_batches * opt)
-    method = {"entropy2": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[calibrator]
+        # ORT's calibrators stack the batches, so they must all be the same size: feed single images
+        cal = calibrate.CalibrationSet(folder=job.folder, files=list(job.files), batch=1,
+                                       batches=len(job.files), skipped=[])
+    method = {"entropy2": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[job.calibrator]
+    calibrator, flavour, out, sha = job.calibrator, job.flavour, job.out, job.source_sha256
 
-    cache = Path(settings.paths.engines) / (f"{entry.name}.{sha[:12]}.{calibrator}.n{cal.used}."
-                                            f"{_image_set_key(cal.files[:cal.used])}.r{RECIPE}.ort-calib.json")
+    cache = job.engines / (f"{job.name}.{sha[:12]}.{calibrator}.n{cal.used}.{job.image_set}.r{RECIPE}"
+                           ".ort-calib.json")
     cache_ok = False
     if cache.is_file():
         try:
@@ -227,10 +240,10 @@ def _quantize(settings: Settings, entry: ModelEntry, flavour: str, out: Path, *,
             with contextlib.suppress(OSError):
                 cache.replace(aside)
 
-    class Reader(_Reader, CalibrationDataReader):
+    class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
         pass
 
-    batches = calibrate.iter_batches(cal, entry, progress=progress, cancelled=cancelled,
+    batches = calibrate.iter_batches(cal, job.preprocess, progress=progress, cancelled=cancelled,
                                      label="calibration image" if cal.batch == 1 else "calibration batch")
     reader = Reader(batches, input_name)
 
@@ -268,7 +281,8 @@ def _quantize(settings: Settings, entry: ModelEntry, flavour: str, out: Path, *,
                 raise CancelledError("quantization cancelled")
             q = load_onnx(tmp, external=False)
             set_meta(q, source_sha256=sha, derived=f"int8-{flavour}", calibrator=calibrator, recipe=RECIPE,
-                     calibration_images=str(cal.used), calibration_folder=str(cal.folder))
+                     calibration_images=str(cal.used), calibration_folder=str(cal.folder),
+                     calibration_set=job.image_set)
             import onnx
 
             onnx.save(q, str(tmp))
@@ -279,6 +293,7 @@ def _quantize(settings: Settings, entry: ModelEntry, flavour: str, out: Path, *,
     finally:
         with contextlib.suppress(OSError):
             tmp_cache.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)
     if cal.skipped:
         log.warning("calibration skipped %d unreadable image(s): %s", len(cal.skipped), cal.skipped[0])
     return {"output": str(out), "flavour": flavour, "calibrator": calibrator, "images": cal.used,
@@ -309,44 +324,44 @@ def _quiet_ort() -> Any:
     root = logging.getLogger()
     root.addFilter(flt)
     try:
-        with contextlib.redirect_stdout(_LogWriter()):  # type: ignore[type-var]
+        with contextlib.redirect_stdout(_LogWriter()):
             yield
     finally:
         root.removeFilter(flt)
 
 
-def fp16_path(settings: Settings, entry: ModelEntry, sha: str) -> Path:
-    return Path(settings.paths.engines) / f"{entry.name}.fp16.{sha[:12]}.onnx"
+def fp16_path(settings: Settings, source: SourceModel) -> Path:
+    return Path(settings.paths.engines) / f"{source.entry.name}.fp16.{source.sha256[:12]}.onnx"
 
 
-def fp16_model_for(settings: Settings, entry: ModelEntry, *, force: bool = False,
-                   progress: ProgressFn | None = None) -> Path:
-    """An fp16 ONNX of ``entry`` (weights and compute fp16, inputs/outputs kept fp32) for strongly
-    typed TensorRT 11 / RTX. A model that is already fp16 is used as it is. The conversion runs in
-    a child process (``subproc``); cancelling the worker job terminates it."""
+def fp16_model_for(settings: Settings, source: SourceModel, *, progress: Progress = no_progress,
+                   cancel: CancelToken = NEVER) -> Path:
+    """An fp16 ONNX of ``source`` (weights and compute fp16, inputs/outputs kept fp32) for strongly
+    typed TensorRT 11 / RTX, made under a lock (two builds wait for each other) and reused while the
+    source is unchanged. A model that is already fp16 is used as it is. The conversion runs in a
+    child process (``subproc``); cancel terminates it."""
     from ncanvas_tui.engines import subproc
-    from ncanvas_tui.vision.catalog import sha256_file
+    from ncanvas_tui.engines.prep import sanitized_model_for
+    from ncanvas_tui.engines.store import EngineStore
 
-    source = entry.require(settings)
-    src_model = load_onnx(source, external=False)
-    if is_fp16(src_model):
-        return source
-    sha = sha256_file(source)
-    out = fp16_path(settings, entry, sha)
-    if not force and out.is_file() and get_meta(out).get("source_sha256") == sha:
-        return out
-    subproc.call(_fp16, settings, entry, out, sha, what="fp16 conversion", progress=progress)
+    if is_fp16(load_onnx(source.path, external=False)):
+        return source.path
+    out = fp16_path(settings, source)
+    with EngineStore(settings).lock(out.name):
+        if out.is_file() and get_meta(out).get("source_sha256") == source.sha256:
+            return out
+        model_path = sanitized_model_for(settings, source, progress=progress, cancel=cancel)
+        progress(0, 0, "converting to fp16 (inputs/outputs kept fp32)")
+        subproc.call(_fp16, model_path, out, source.sha256, what="fp16 conversion", progress=progress,
+                     cancelled=cancel)
     return out
 
 
-def _fp16(settings: Settings, entry: ModelEntry, out: Path, sha: str, *, progress: ProgressFn | None = None,
+def _fp16(model_path: Path, out: Path, sha: str, *, progress: ProgressFn | None = None,
           cancelled: Callable[[], bool] | None = None) -> None:
     """``fp16_model_for``'s work, in the child process (or inline when none could start)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model_path = sanitized_model_for(settings, entry, progress)
-    if progress:
-        progress(0, 0, "converting to fp16 (inputs/outputs kept fp32)")
     model = load_onnx(model_path)
     try:
         m16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)

@@ -183,11 +183,10 @@ def gpu_selftest(settings: Settings, progress: Callable[[str], None] | None = No
             skip_rest("build", "needs a GPU")
             return out
         try:
-            from ncanvas_tui.engines.build import build_engine
-            from ncanvas_tui.vision import catalog
+            from ncanvas_tui.engines.build import BuildRequest, build, plan_build
 
-            entry = catalog.find(st, "ncanvas_selftest")
-            rec = worker.run(build_engine, st, entry, be_name, "fp32", force=True)
+            plan = plan_build(st, BuildRequest("ncanvas_selftest", "fp32", backend=be_name, force=True))
+            rec = worker.run(build, plan).artefact
         except Exception as e:  # noqa: BLE001
             record("build", False, f"build failed: {_reason(e)}", t0)
             skip_rest("build", "needs the engine")
@@ -204,7 +203,7 @@ def gpu_selftest(settings: Settings, progress: Callable[[str], None] | None = No
         try:
             from ncanvas_tui.backends import open_backend
 
-            be = open_backend(st, entry, be_name, "fp32")
+            be = open_backend(be_name, rec.path, precision="fp32", max_batch=4)
 
             def run_it() -> tuple[np.ndarray, np.ndarray, float]:
                 be.load()

@@ -1,11 +1,12 @@
-"""The engine library in ``[paths].engines``: engine files + JSON sidecars, atomic writes.
+"""The artefact library in ``[paths].engines``: built artefacts + JSON sidecars, atomic writes.
 
-File name: ``<model>.<backend>.<precision>.b<min>-<opt>-<max>.plan`` (e.g.
-``efficientnet_lite0.tensorrt-rtx.fp16.b1-4-8.plan``) and its sidecar
-``<engine>.json`` with what the engine was built from and for: model sha256,
-backend and version, GPU name and compute capability ("none (build-only)" for a
-TensorRT-RTX engine built on a machine without a GPU), precision, calibrator,
-batch profile, opt level, build seconds, size, engine sha256, created.
+Every built thing is an ``Artefact`` with an ``id``: a short hash of its ``ArtefactKey`` (model
+sha256, backend + version, precision, calibrator, calibration image set, batch profile, float-kept
+layers, DLA core, engine-changing options, GPU). File name: ``<model>.<backend>.<precision>.<id>``
++ ``.plan`` (TensorRT / TensorRT-RTX) or ``.onnx`` (an ONNX Runtime Q/DQ model), and its sidecar
+``<file>.json`` with what it was built from and for ("none (build-only)" as the GPU of a
+TensorRT-RTX engine built on a machine without a GPU). Intermediates (sanitized, fp16 and
+TensorRT Q/DQ ONNX files) have no sidecar and are not artefacts.
 
 ``EngineStore.check`` refuses a stale or foreign engine (other GPU, other TensorRT
 version, changed ONNX, corrupt or truncated file, missing or corrupt sidecar)
@@ -33,11 +34,15 @@ from ncanvas_tui.errors import EngineError
 
 if TYPE_CHECKING:
     from ncanvas_tui.settings import Settings
-    from ncanvas_tui.vision.catalog import ModelEntry
 
 ENGINE_SUFFIX = ".plan"
+ONNX_SUFFIX = ".onnx"
 SIDECAR_SUFFIX = ".json"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2
+#: characters of the artefact id (a sha256 prefix of its key)
+ID_LENGTH = 10
+#: build locks live here (one file per artefact id / intermediate)
+LOCK_DIR = ".locks"
 NO_GPU = "none (build-only)"
 #: the temp-file prefix of atomic writes (``engines list`` ignores and cleans these)
 TEMP_PREFIX = ".ncanvas-tmp-"
@@ -119,35 +124,70 @@ def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def engine_file_name(model: str, backend: str, precision: str, batch: list[int] | tuple[int, ...]) -> str:
-    lo, opt, hi = batch
-    return f"{model}.{backend}.{precision}.b{lo}-{opt}-{hi}{ENGINE_SUFFIX}"
+def artefact_file_name(key: ArtefactKey) -> str:
+    """``<model>.<backend>.<precision>.<id>.plan`` (TensorRT) or ``.onnx`` (ONNX Runtime)."""
+    suffix = ONNX_SUFFIX if key.backend == "onnxruntime" else ENGINE_SUFFIX
+    return f"{key.model}.{key.backend}.{key.precision}.{key.id}{suffix}"
 
 
 def rebuild_hint(model: str, precision: str, backend: str) -> str:
     return f"rebuild with `ncanvas build {model} --precision {precision} --backend {backend} --force`"
 
 
+@dataclass(frozen=True)
+class ArtefactKey:
+    """What makes one built artefact different from another: its ``id`` is a short hash of all of it.
+
+    ``options`` holds the build options that change what is built (``sparse``, later ``strict_int8``,
+    ``tf32``); tuning that does not (opt level, workspace) is recorded in the sidecar, not keyed."""
+
+    model: str
+    model_sha256: str
+    backend: str                      # tensorrt | tensorrt-rtx | onnxruntime
+    backend_version: str              # TensorRT version; "" for ONNX Runtime (a Q/DQ ONNX is portable)
+    precision: str                    # fp32 | fp16 | int8
+    batch: tuple[int, int, int]
+    gpu: str                          # "<name> (sm X.Y)", NO_GPU for an RTX build-only engine, "cpu"
+    calibrator: str | None = None     # int8 calibrated: entropy2 | minmax
+    calibration_set: str | None = None  # hash of the calibration images (names, sizes, mtimes)
+    keep_float: tuple[str, ...] = ()  # layers kept in float in an int8 build
+    dla_core: int | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:ID_LENGTH]
+
+
 _Batch = list  # ``EngineStore.list`` shadows the builtin inside the class body
 
 
 @dataclass
-class EngineRecord:
-    """One engine in the library, as its sidecar describes it."""
+class Artefact:
+    """One built artefact (a TensorRT / TensorRT-RTX plan, or an ONNX Runtime Q/DQ model), as its
+    sidecar describes it. Intermediates (sanitized / fp16 / TensorRT Q/DQ ONNX) have no sidecar and
+    are never artefacts."""
 
     path: Path
     model: str
-    backend: str                 # tensorrt | tensorrt-rtx
+    backend: str                 # tensorrt | tensorrt-rtx | onnxruntime
     precision: str               # fp32 | fp16 | int8
     batch: list[int]             # [min, opt, max]
+    id: str = ""
     backend_version: str = ""
     model_sha256: str = ""
-    engine_sha256: str = ""
-    source_onnx: str = ""        # the ONNX actually parsed (prep / fp16 / Q/DQ copy)
+    engine_sha256: str = ""      # sha256 of the artefact file itself
+    source_onnx: str = ""        # the ONNX actually parsed / quantized (prep / fp16 / Q/DQ copy)
     gpu_name: str = NO_GPU
     compute_capability: str = ""
     calibrator: str | None = None   # entropy2 | minmax (int8 only)
+    calibration_set: str | None = None
+    calibration_images: int = 0
     quantization: str | None = None  # implicit (calibrated) | explicit (Q/DQ)
+    keep_float: list[str] = field(default_factory=list)
+    dla_core: int | None = None
+    options: dict[str, str] = field(default_factory=dict)
     opt_level: int | None = None
     sparse: bool = False
     workspace_mib: int | None = None
@@ -155,7 +195,7 @@ class EngineRecord:
     size: int = 0
     created: str = ""
     notes: list[str] = field(default_factory=list)
-    #: why this engine cannot be used (sidecar missing/corrupt, file gone); None when fine
+    #: why this artefact cannot be used (sidecar missing/corrupt, file gone, stale); None when fine
     problem: str | None = None
 
     @property
@@ -165,6 +205,13 @@ class EngineRecord:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def label(self) -> str:
+        """``model backend precision [calibrator] id`` for messages and lists."""
+        cal = f" {self.calibrator}" if self.calibrator else ""
+        kf = f" keep-float {','.join(self.keep_float)}" if self.keep_float else ""
+        return f"{self.id or '?'} {self.model} {self.backend} {self.precision}{cal}{kf}"
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -180,7 +227,7 @@ class EngineRecord:
         return d
 
     @classmethod
-    def from_sidecar(cls, path: Path, data: dict[str, Any]) -> EngineRecord:
+    def from_sidecar(cls, path: Path, data: dict[str, Any]) -> Artefact:
         known = {f for f in cls.__dataclass_fields__ if f not in ("path", "problem")}
         kwargs = {k: v for k, v in data.items() if k in known}
         for req in ("model", "backend", "precision", "batch"):
@@ -189,86 +236,103 @@ class EngineRecord:
         batch = kwargs["batch"]
         if not (isinstance(batch, list) and len(batch) == 3 and all(isinstance(b, int) for b in batch)):
             raise ValueError(f"bad batch {batch!r}")
-        return cls(path=path, **kwargs)
+        rec = cls(path=path, **kwargs)
+        if not rec.id:
+            rec.problem = f"{path.name}: built by an older ncanvas (no artefact id)"
+        return rec
 
 
 class EngineStore:
-    """The engines folder of one settings file."""
+    """The engines folder of one settings file: artefacts, their sidecars, caches and build locks."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = Path(settings.paths.engines)
 
     # -- naming -------------------------------------------------------------------------------
-    def path_for(self, model: str, backend: str, precision: str, batch: list[int]) -> Path:
-        return self.root / engine_file_name(model, backend, precision, batch)
+    def path_for(self, key: ArtefactKey) -> Path:
+        return self.root / artefact_file_name(key)
 
     def timing_cache_path(self, backend: str, backend_version: str, gpu_name: str) -> Path:
         gpu = "".join(c if c.isalnum() else "_" for c in gpu_name).strip("_") or "nogpu"
         return self.root / f"{backend}-{backend_version}.{gpu}.timing.cache"
 
-    def calibration_cache_path(self, model: str, model_sha256: str, calibrator: str, batch: int) -> Path:
-        return self.root / f"{model}.{model_sha256[:12]}.{calibrator}.b{batch}.calib.cache"
+    def calibration_cache_path(self, model: str, model_sha256: str, calibrator: str, batch: int,
+                               backend_version: str, image_set: str) -> Path:
+        """TensorRT's INT8 calibration cache: per model, calibrator, OPT batch, TensorRT version and
+        calibration image set (TensorRT ignores a cache of another version and asks for data again)."""
+        return self.root / (f"{model}.{model_sha256[:12]}.{calibrator}.b{batch}.trt{backend_version}."
+                            f"{image_set}.calib.cache")
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock between processes (``flock`` on ``.locks/<name>.lock``): two builds of
+        the same thing wait for each other instead of writing over each other."""
+        folder = self.root / LOCK_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # -- reading ------------------------------------------------------------------------------
-    def _load(self, engine: Path) -> EngineRecord:
-        sidecar = engine.with_name(engine.name + SIDECAR_SUFFIX)
-        guess = _guess_from_name(engine)
+    def _load(self, artefact: Path) -> Artefact:
+        sidecar = artefact.with_name(artefact.name + SIDECAR_SUFFIX)
+        guess = _guess_from_name(artefact)
         if not sidecar.is_file():
-            return EngineRecord(path=engine, **guess, problem=f"{sidecar.name}: sidecar missing")
+            return Artefact(path=artefact, **guess, problem=f"{sidecar.name}: sidecar missing")
         try:
             data = json.loads(sidecar.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise TypeError("not a JSON object")
-            rec = EngineRecord.from_sidecar(engine, data)
+            rec = Artefact.from_sidecar(artefact, data)
         except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
-            return EngineRecord(path=engine, **guess, problem=f"{sidecar.name}: corrupt sidecar ({e})")
+            return Artefact(path=artefact, **guess, problem=f"{sidecar.name}: corrupt sidecar ({e})")
         try:
-            size = engine.stat().st_size
+            size = artefact.stat().st_size
         except OSError:
             size = -1
-        if rec.size and size != rec.size:
-            rec.problem = f"{engine.name}: size {size} bytes, sidecar says {rec.size} (truncated or replaced)"
+        if size < 0:
+            rec.problem = f"{artefact.name}: file missing (sidecar only)"
+        elif rec.size and size != rec.size:
+            rec.problem = f"{artefact.name}: size {size} bytes, sidecar says {rec.size} (truncated or replaced)"
         return rec
 
-    def list(self) -> list[EngineRecord]:
-        """Every engine file in the folder (sorted by name), with ``problem`` set where unusable.
+    def list(self) -> list[Artefact]:
+        """Every artefact in the folder (sorted by name), with ``problem`` set where unusable.
 
-        A sidecar without its engine is listed too (problem: engine file missing)."""
+        TensorRT plans are listed with or without a sidecar (a plan without one is unusable); an ONNX
+        file is an artefact only with its sidecar (others are intermediates); a sidecar whose file is
+        gone is listed with that problem."""
         if not self.root.is_dir():
             return []
-        out: list[EngineRecord] = []
-        seen: set[str] = set()
+        out: dict[str, Artefact] = {}
         for p in sorted(self.root.glob(f"*{ENGINE_SUFFIX}")):
-            if p.name.startswith(TEMP_PREFIX):
-                continue
-            out.append(self._load(p))
-            seen.add(p.name)
-        for sc in sorted(self.root.glob(f"*{ENGINE_SUFFIX}{SIDECAR_SUFFIX}")):
-            engine = sc.with_name(sc.name[: -len(SIDECAR_SUFFIX)])
-            if engine.name in seen or sc.name.startswith(TEMP_PREFIX):
-                continue
-            out.append(EngineRecord(path=engine, **_guess_from_name(engine),
-                                    problem=f"{engine.name}: engine file missing (sidecar only)"))
-        return out
+            if not p.name.startswith(TEMP_PREFIX):
+                out[p.name] = self._load(p)
+        for suffix in (ENGINE_SUFFIX, ONNX_SUFFIX):
+            for sc in sorted(self.root.glob(f"*{suffix}{SIDECAR_SUFFIX}")):
+                target = sc.with_name(sc.name[: -len(SIDECAR_SUFFIX)])
+                if target.name not in out and not sc.name.startswith(TEMP_PREFIX):
+                    out[target.name] = self._load(target)
+        return [out[k] for k in sorted(out)]
 
-    def find(self, entry: ModelEntry, backend: str, precision: str,
-             batch: _Batch[int] | None = None) -> EngineRecord | None:
-        """The engine of ``entry`` for ``backend``/``precision`` (and batch profile, default
-        ``[build].batch``), or None. A record with ``problem`` set is returned (``check`` refuses it)."""
-        batch = list(batch or self.settings.build.batch)
-        path = self.path_for(entry.name, backend, precision, batch)
-        sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
-        if not path.is_file() and not sidecar.is_file():
-            return None
-        if not path.is_file():
-            return EngineRecord(path=path, **_guess_from_name(path),
-                                problem=f"{path.name}: engine file missing (sidecar only)")
-        return self._load(path)
+    def get(self, artefact_id: str) -> Artefact | None:
+        """The artefact whose id is (or starts with) ``artefact_id``; None when there is none.
+        EngineError when a prefix matches several."""
+        hits = [a for a in self.list() if a.id and a.id.startswith(artefact_id)]
+        if len(hits) > 1:
+            raise EngineError(f"artefact id {artefact_id!r} matches {len(hits)}: "
+                              f"{', '.join(a.id for a in hits)}; give more characters")
+        return hits[0] if hits else None
 
-    def check(self, record: EngineRecord, *, trt_version: str | None, gpu_name: str | None,
+    def check(self, record: Artefact, *, trt_version: str | None, gpu_name: str | None,
               compute_capability: str | None, model_sha256: str | None, verify_hash: bool = True) -> None:
-        """Raise EngineError when ``record`` must not be deserialized here. Pass None to skip a check.
+        """Raise EngineError when ``record`` must not be loaded here. Pass None to skip a check.
 
         A TensorRT-RTX engine built without a GPU ("none (build-only)") is not tied to a GPU."""
         hint = rebuild_hint(record.model, record.precision, record.backend)
@@ -276,9 +340,9 @@ class EngineStore:
         if record.problem:
             raise EngineError(f"{where}: {record.problem}; {hint}")
         if not record.path.is_file():
-            raise EngineError(f"{where}: engine file missing; {hint}")
+            raise EngineError(f"{where}: file missing; {hint}")
         if model_sha256 is not None and record.model_sha256 != model_sha256:
-            raise EngineError(f"{where}: engine built for a changed ONNX (sha256 {record.model_sha256[:12]} "
+            raise EngineError(f"{where}: built for a changed ONNX (sha256 {record.model_sha256[:12]} "
                               f"!= {model_sha256[:12]} now); {hint}")
         if trt_version is not None and record.backend_version != trt_version:
             raise EngineError(f"{where}: engine built for TensorRT {record.backend_version or '?'}, this is "
@@ -295,17 +359,22 @@ class EngineStore:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             if h.hexdigest() != record.engine_sha256:
-                raise EngineError(f"{where}: engine file is corrupt (sha256 differs from its sidecar); {hint}")
+                raise EngineError(f"{where}: file is corrupt (sha256 differs from its sidecar); {hint}")
 
     # -- writing ------------------------------------------------------------------------------
-    def save(self, record: EngineRecord, engine_bytes: bytes | memoryview) -> EngineRecord:
-        """Write engine then sidecar, both atomically; the sidecar is written last, so an
-        engine whose sidecar write failed is removed again (never a plan without metadata)."""
-        record.size = len(memoryview(engine_bytes).cast("B"))
-        record.engine_sha256 = sha256_bytes(engine_bytes)
+    def save(self, record: Artefact, data: bytes | memoryview | None = None) -> Artefact:
+        """Write the artefact (``data``; None: ``record.path`` is already in place) then its sidecar,
+        both atomically; the sidecar is written last, so an artefact whose sidecar write failed is
+        removed again (never a file that looks like an artefact without its metadata)."""
+        if data is not None:
+            record.size = len(memoryview(data).cast("B"))
+            record.engine_sha256 = sha256_bytes(data)
+            atomic_write_bytes(record.path, data)
+        else:
+            record.size = record.path.stat().st_size
+            record.engine_sha256 = _sha256_path(record.path)
         record.created = record.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         record.problem = None
-        atomic_write_bytes(record.path, engine_bytes)
         try:
             atomic_write_json(record.sidecar, record.sidecar_dict())
         except BaseException:
@@ -314,8 +383,8 @@ class EngineStore:
             raise
         return record
 
-    def delete(self, record: EngineRecord) -> None:
-        for p in (record.path, record.sidecar):
+    def delete(self, record: Artefact) -> None:
+        for p in (record.path, record.sidecar, record.path.with_name(record.path.name + ".verify.json")):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
 
@@ -333,15 +402,19 @@ class EngineStore:
         return n
 
 
-def _guess_from_name(engine: Path) -> dict[str, Any]:
-    """model/backend/precision/batch from ``model.backend.precision.bA-B-C.plan`` (best effort)."""
-    stem = engine.name.removesuffix(ENGINE_SUFFIX)
+def _sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _guess_from_name(path: Path) -> dict[str, Any]:
+    """model/backend/precision from ``model.backend.precision.<id>.plan`` (best effort)."""
+    stem = path.name.removesuffix(ENGINE_SUFFIX).removesuffix(ONNX_SUFFIX)
     parts = stem.split(".")
-    batch = [0, 0, 0]
-    if len(parts) >= 4 and parts[-1].startswith("b"):
-        with contextlib.suppress(ValueError):
-            b = [int(x) for x in parts[-1][1:].split("-")]
-            if len(b) == 3:
-                batch = b
-        return {"model": ".".join(parts[:-3]), "backend": parts[-3], "precision": parts[-2], "batch": batch}
-    return {"model": stem, "backend": "?", "precision": "?", "batch": batch}
+    if len(parts) >= 4:
+        return {"model": ".".join(parts[:-3]), "backend": parts[-3], "precision": parts[-2],
+                "batch": [0, 0, 0], "id": parts[-1]}
+    return {"model": stem, "backend": "?", "precision": "?", "batch": [0, 0, 0]}

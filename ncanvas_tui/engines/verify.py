@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ncanvas_tui.errors import CancelledError, ImageError
+from ncanvas_tui.errors import ImageError
+from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
 
 if TYPE_CHECKING:
+    from ncanvas_tui.engines.artefacts import Selection
     from ncanvas_tui.settings import Settings
 
-ProgressFn = Callable[[int, int, str], None]
 VERIFY_SUFFIX = ".verify.json"
 TOP5 = 5
 
@@ -38,6 +39,8 @@ class VerifyResult:
     model: str
     backend: str
     precision: str
+    id: str | None = None             # the artefact compared (None: the source ONNX itself)
+    calibrator: str | None = None
     images: int = 0
     top1_agreement: float = 0.0
     top5_overlap: float = 0.0
@@ -55,6 +58,13 @@ class VerifyResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def summary(self) -> str:
+        who = " ".join(x for x in (self.model, self.backend, self.precision, self.calibrator or "",
+                                   f"({self.id})" if self.id else "") if x)
+        return (f"verify {who}: top-1 agreement {self.top1_agreement:.0%}, top-5 overlap "
+                f"{self.top5_overlap:.0%}, max abs diff {self.max_abs_diff:.3g} on {self.images} images")
 
 
 def verify_path(artefact: Path) -> Path:
@@ -107,30 +117,25 @@ def compare(ref: np.ndarray, cand: np.ndarray, k: int = TOP5) -> dict[str, Any]:
     }
 
 
-def verify(settings: Settings, model: str | None, precision: str, backend: str | None = None,
-           images: Sequence[str] | None = None, *, progress: ProgressFn | None = None,
-           cancelled: Callable[[], bool] | None = None, store: bool = True) -> VerifyResult:
-    """Run the comparison (in the GPU worker when called through it). See the module doc."""
-    from ncanvas_tui.backends import resolve_backend
+def verify(settings: Settings, selection: Selection, images: Sequence[str] | None = None, *,
+           progress: Progress = no_progress, cancel: CancelToken = NEVER, store: bool = True) -> VerifyResult:
+    """Compare the artefact ``selection`` chooses with fp32 ONNX Runtime (run it in the GPU worker:
+    TensorRT needs its CUDA context). See the module doc."""
+    from ncanvas_tui.engines.artefacts import select
     from ncanvas_tui.vision.catalog import sha256_file
     from ncanvas_tui.vision.classify import Classifier
     from ncanvas_tui.vision.labels import label
     from ncanvas_tui.vision.preprocess import LoadedImage
-    from ncanvas_tui.worker import current_job
 
-    job = current_job()                 # in the GPU worker: report to / be cancelled through the job
-    if job is not None:
-        progress = progress or job.report
-        cancelled = cancelled or job.is_cancelled
     t_start = time.perf_counter()
-    backend_name = resolve_backend(backend or settings.inference.backend)
-    ref = Classifier(settings, model, backend="onnxruntime", precision="fp32")
-    cand = Classifier(settings, model, backend=backend_name, precision=precision)
+    cand = Classifier(settings, target=select(settings, selection))
+    ref = Classifier(settings, cand.entry.name, backend="onnxruntime", precision="fp32")
     paths, errors = image_list(settings, images)
     ref_be = ref.load()
     cand_be = cand.load()
     res = VerifyResult(model=ref.entry.name, backend=cand_be.info.name, precision=cand_be.info.precision,
-                       errors=errors, notes=list(cand_be.info.notes),
+                       errors=errors, notes=list(cand_be.info.notes), id=cand.target.id,
+                       calibrator=cand.target.artefact.calibrator if cand.target.artefact else None,
                        reference={"backend": "onnxruntime", "precision": "fp32", "model": ref_be.info.model_path},
                        artefact=cand_be.info.model_path)
     if Path(cand_be.info.model_path).resolve() == Path(ref_be.info.model_path).resolve() \
@@ -140,8 +145,7 @@ def verify(settings: Settings, model: str | None, precision: str, backend: str |
     done = 0
     diffs_max: list[float] = []
     for i in range(0, len(paths), step):
-        if cancelled and cancelled():
-            raise CancelledError("verify cancelled")
+        cancel.check("verify")
         chunk = paths[i:i + step]
         loaded = ref.load_images(chunk)
         good = [x for x in loaded if isinstance(x, LoadedImage)]
@@ -167,8 +171,7 @@ def verify(settings: Settings, model: str | None, precision: str, backend: str |
                 })
                 diffs_max.append(float(cmp["max_abs_diff"][j]))
         done += len(chunk)
-        if progress:
-            progress(done, len(paths), f"{len(res.per_image)} compared")
+        progress(done, len(paths), f"{len(res.per_image)} compared")
     if not res.per_image:
         first = res.errors[0]["error"] if res.errors else "no images given"
         raise ImageError(f"verify: no image could be compared ({first})")
@@ -204,7 +207,9 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def format_text(res: dict[str, Any]) -> str:
     """The human-readable verify report (one line per image, then the totals)."""
-    lines = [(f"{res['model']}: {res['backend']} {res['precision']} vs ONNX Runtime fp32 "
+    ident = f" {res['calibrator']}" if res.get("calibrator") else ""
+    ident += f" (artefact {res['id']})" if res.get("id") else ""
+    lines = [(f"{res['model']}: {res['backend']} {res['precision']}{ident} vs ONNX Runtime fp32 "
              f"on {res['images']} image(s)")]
     width = max((len(os.path.basename(p["image"])) for p in res["per_image"]), default=5)
     lines.append(f"  {'image':<{width}}  top1  top5   max|d|   mean|d|  candidate / reference")

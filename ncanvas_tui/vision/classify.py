@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from ncanvas_tui.backends import Backend, open_backend
-from ncanvas_tui.errors import CancelledError, ImageError
+from ncanvas_tui.engines.artefacts import Selection, Target, select
+from ncanvas_tui.errors import ImageError
+from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
 from ncanvas_tui.settings import Settings
-from ncanvas_tui.vision import catalog
 from ncanvas_tui.vision.labels import label
 from ncanvas_tui.vision.preprocess import LoadedImage, Normalizer, load_image
 
@@ -44,7 +45,8 @@ def softmax_if_logits(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
-    return z
+    out: np.ndarray = z
+    return out
 
 
 def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,33 +69,41 @@ class InferResult:
                                                                  "postprocess": 0.0})
     batches: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    artefact: str | None = None       # the artefact id (None: the source ONNX itself)
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "backend": self.backend, "precision": self.precision,
+                "artefact": self.artefact,
                 "results": self.results, "errors": self.errors,
                 "timing_ms": {k: round(v, 3) for k, v in self.timing_ms.items()},
                 "batches": self.batches, "notes": self.notes}
 
 
-Progress = Callable[[int, int, str], None]
-
-
 class Classifier:
-    """One model on one backend, loaded once, classifying any number of images."""
+    """One artefact (or the source ONNX) on its backend, loaded once, classifying any number of images.
+
+    What runs is chosen by ``engines.artefacts.select`` from the model / backend / precision /
+    calibrator / float-kept layers / artefact id given (None: the settings' values), or given
+    as ``target``."""
 
     def __init__(self, settings: Settings, model: str | None = None, backend: str | None = None,
-                 precision: str | None = None, top: int | None = None) -> None:
+                 precision: str | None = None, top: int | None = None, *, calibrator: str | None = None,
+                 keep_float: tuple[str, ...] | None = None, artefact: str | None = None,
+                 target: Target | None = None) -> None:
         self.settings = settings
-        self.entry = catalog.find(settings, model)
-        self.requested_backend = backend or settings.inference.backend
-        self.precision = precision or settings.inference.precision
+        self.target = target or select(settings, Selection(model=model, backend=backend, precision=precision,
+                                                           calibrator=calibrator, keep_float=keep_float,
+                                                           artefact=artefact))
+        self.entry = self.target.entry
         self.top = top or settings.inference.top_k
         self.normalize = Normalizer(self.entry.preprocess)
         self.backend: Backend | None = None
 
     def load(self) -> Backend:
         if self.backend is None:
-            be = open_backend(self.settings, self.entry, self.requested_backend, self.precision)
+            t = self.target
+            be = open_backend(t.backend, t.path, precision=t.precision, max_batch=t.max_batch,
+                              input_size=self.entry.preprocess.input_size, notes=t.notes)
             be.load()
             self.backend = be
         return self.backend
@@ -115,18 +125,17 @@ class Classifier:
             return [one(paths[0])]
         return list(decode_pool().map(one, paths))
 
-    def classify(self, paths: Sequence[str], *, progress: Progress | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> InferResult:
+    def classify(self, paths: Sequence[str], *, progress: Progress = no_progress,
+                 cancel: CancelToken = NEVER) -> InferResult:
         be = self.load()
         info = be.info
         res = InferResult(model=self.entry.name, backend=info.name, precision=info.precision,
-                          notes=list(info.notes))
+                          notes=list(info.notes), artefact=self.target.id)
         step = max(1, info.max_batch)
         chunks = [list(paths[i:i + step]) for i in range(0, len(paths), step)]
         done = 0
         for chunk in chunks:
-            if cancelled and cancelled():
-                raise CancelledError("classification cancelled")
+            cancel.check("classification")
             t0 = time.perf_counter()
             loaded = self.load_images(chunk)
             good = [x for x in loaded if isinstance(x, LoadedImage)]
@@ -156,8 +165,7 @@ class Classifier:
             res.timing_ms["postprocess"] += (t3 - t2) * 1e3
             res.batches.append(len(good))
             done += len(chunk)
-            if progress:
-                progress(done, len(paths), f"batch of {len(good)}")
+            progress(done, len(paths), f"batch of {len(good)}")
         return res
 
     def close(self) -> None:

@@ -1,0 +1,201 @@
+"""Plan a build once: validate the request, read and hash the ONNX once, decide what is built.
+
+``plan_build(settings, BuildRequest) -> BuildPlan`` is the only place that checks a build request,
+loads the source ONNX (``SourceModel``: path, sha256, input name and dims, QAT or not) and decides
+the artefact: backend, precision mode, calibration images, batch profile, and so its ``ArtefactKey``
+and ``id``. Every build step after it takes the plan and never re-validates or re-hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ncanvas_tui.engines.store import NO_GPU, ArtefactKey, EngineStore
+from ncanvas_tui.errors import EngineError
+from ncanvas_tui.profile import batch_profile
+
+if TYPE_CHECKING:
+    from ncanvas_tui.engines.compat import Features, GpuInfo
+    from ncanvas_tui.settings import Settings
+    from ncanvas_tui.vision.catalog import ModelEntry
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIBRATORS = ("entropy2", "minmax")
+BUILD_BACKENDS = ("onnxruntime", "tensorrt", "tensorrt-rtx")
+#: the batch "profile" of an ONNX Runtime artefact: whatever the ONNX itself allows
+DYNAMIC = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What the user asked for; None: the settings' value."""
+
+    model: str | None
+    precision: str
+    backend: str | None = None
+    calibrator: str | None = None
+    batch: tuple[int, ...] | None = None
+    opt_level: int | None = None
+    sparse: bool | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """The source ONNX of a catalog entry, read, checked and hashed once."""
+
+    entry: ModelEntry
+    path: Path
+    sha256: str
+    input_name: str
+    dims: tuple[Any, ...]          # [N, 3, H, W]: ints or symbolic names
+    qat: bool                      # already has Q/DQ nodes (quantization-aware training)
+    static_batch: int | None
+
+    @property
+    def chw(self) -> tuple[int, int, int]:
+        size = self.entry.preprocess.input_size
+        hw = [d if isinstance(d, int) and d > 0 else size for d in self.dims[2:]]
+        return 3, hw[0], hw[1]
+
+
+@dataclass(frozen=True)
+class CalibrationImages:
+    """The calibration images a build uses, and the key of that set (names, sizes, mtimes)."""
+
+    folder: Path
+    files: tuple[Path, ...]
+    key: str
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    settings: Settings
+    source: SourceModel
+    backend: str
+    precision: str
+    batch: tuple[int, int, int]
+    calibrator: str | None          # int8 calibrated here (not QAT): entropy2 | minmax
+    calibration: CalibrationImages | None
+    opt_level: int
+    sparse: bool
+    force: bool
+    key: ArtefactKey
+    path: Path
+    features: Features | None       # TensorRT builds
+    gpu: GpuInfo | None             # TensorRT builds
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return self.key.id
+
+    @property
+    def mode(self) -> str:
+        """'flags' (builder flags, TensorRT <= 10) or 'typed' (precision from the ONNX); '' on ORT."""
+        return self.features.precision_mode(self.precision) if self.features is not None else ""
+
+    @property
+    def quantization(self) -> str | None:
+        """'implicit' (TensorRT calibrator), 'explicit' (Q/DQ ONNX) or None (not int8)."""
+        if self.precision != "int8":
+            return None
+        if self.source.qat or self.backend == "onnxruntime":
+            return "explicit"
+        feats = self.features
+        if feats is not None and self.mode == "flags" and feats.implicit_int8_calibrators:
+            return "implicit"
+        return "explicit"
+
+
+def image_set_key(files: tuple[Path, ...] | list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in files:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:10]
+
+
+def load_source(settings: Settings, entry: ModelEntry) -> SourceModel:
+    """Read, check ([N, 3, H, W] float input) and hash ``entry``'s ONNX."""
+    from ncanvas_tui.engines.prep import check_classifier_input, load_onnx
+    from ncanvas_tui.engines.quantize import has_qdq
+    from ncanvas_tui.vision.catalog import sha256_file
+
+    path = entry.require(settings)
+    model = load_onnx(path, external=False)
+    name, dims = check_classifier_input(path, model, entry.preprocess.input_size)
+    static = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+    return SourceModel(entry=entry, path=path, sha256=sha256_file(path), input_name=name, dims=tuple(dims),
+                       qat=has_qdq(model), static_batch=static)
+
+
+def resolve_build_backend(backend: str | None, settings: Settings) -> str:
+    """``auto`` -> tensorrt when the real TensorRT imports and a GPU is present, else onnxruntime."""
+    from ncanvas_tui.backends.base import resolve_backend
+
+    return resolve_backend(backend or settings.inference.backend)
+
+
+def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
+    """Validate ``req`` and decide the artefact (see the module doc). Cheap apart from reading the ONNX."""
+    from ncanvas_tui.engines import calibrate, compat
+    from ncanvas_tui.vision import catalog
+
+    if req.precision not in PRECISIONS:
+        raise EngineError(f"precision must be fp32 | fp16 | int8, got {req.precision!r}")
+    calibrator = req.calibrator or settings.build.calibrator
+    if calibrator not in CALIBRATORS:
+        raise EngineError(f"calibrator must be entropy2 | minmax, got {calibrator!r}")
+    try:
+        batch = batch_profile(req.batch if req.batch is not None else settings.build.batch)
+    except ValueError as e:
+        raise EngineError(f"--batch: {e}") from None
+    opt_level = settings.build.opt_level if req.opt_level is None else req.opt_level
+    if not 0 <= opt_level <= 5:
+        raise EngineError(f"--opt-level must be 0..5, got {opt_level}")
+    sparse = settings.build.sparse_weights if req.sparse is None else bool(req.sparse)
+    backend = resolve_build_backend(req.backend, settings)
+    if backend not in BUILD_BACKENDS:
+        raise EngineError(f"backend must be one of {', '.join(BUILD_BACKENDS)}, got {backend!r}")
+
+    source = load_source(settings, catalog.find(settings, req.model))
+    notes: list[str] = []
+    if source.static_batch is not None and batch != (source.static_batch,) * 3:
+        notes.append(f"{source.path.name} has a static batch of {source.static_batch}: built for that batch only")
+        batch = (source.static_batch,) * 3
+
+    feats: Features | None = None
+    gpu: GpuInfo | None = None
+    if backend in compat.TRT_BACKENDS:
+        feats = compat.features(compat.import_trt(backend))
+        gpu = compat.gpu_info()
+        gpu_key = NO_GPU if gpu.name == NO_GPU else f"{gpu.name} (sm {gpu.compute_capability or '?'})"
+        version = feats.version
+    else:
+        gpu_key, version = "cpu", ""
+        sparse = False   # a TensorRT option
+    calibrated = req.precision == "int8" and not source.qat
+    cal: CalibrationImages | None = None
+    if calibrated:
+        folder = Path(settings.paths.calibration)
+        files = calibrate.calibration_images(folder, need=batch[1])
+        used = tuple(files[: settings.build.calibration_batches * batch[1]])
+        cal = CalibrationImages(folder=folder, files=used, key=image_set_key(used))
+    options = (("sparse", "1"),) if sparse else ()
+    key = ArtefactKey(model=source.entry.name, model_sha256=source.sha256, backend=backend,
+                      backend_version=version, precision=req.precision,
+                      batch=batch if backend != "onnxruntime" else DYNAMIC, gpu=gpu_key,
+                      calibrator=calibrator if calibrated else None,
+                      calibration_set=cal.key if cal is not None else None, options=options)
+    return BuildPlan(settings=settings, source=source, backend=backend, precision=req.precision, batch=batch,
+                     calibrator=calibrator if calibrated else None, calibration=cal, opt_level=opt_level,
+                     sparse=sparse, force=req.force, key=key, path=EngineStore(settings).path_for(key),
+                     features=feats, gpu=gpu, notes=tuple(notes))
+
