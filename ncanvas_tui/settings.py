@@ -81,7 +81,7 @@ class InferenceSettings:
 
 @dataclass(frozen=True)
 class BuildSettings:
-    batch: list = _opt([1, 4, 8], kind="batch")
+    batch: list[int] = _opt([1, 4, 8], kind="batch")
     opt_level: int = _opt(3, min=0, max=5)
     workspace_mib: int = _opt(1024, min=16, max=1 << 20)
     timing_cache: bool = _opt(True)
@@ -139,7 +139,7 @@ class TuiSettings:
     previews: str = _opt("auto", choices=("auto", "tgp", "sixel", "halfcell", "unicode", "off"))
     start_screen: str = _opt("infer", choices=("engines", "infer", "story", "imagine", "history"))
     # action id -> key, e.g. {screen_infer = "f2"}: remaps the app's bindings.
-    keys: dict = field(default_factory=dict, metadata={"kind": "keymap"})
+    keys: dict[str, Any] = field(default_factory=dict, metadata={"kind": "keymap"})
 
 
 @dataclass(frozen=True)
@@ -177,13 +177,13 @@ _TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a
                list: "a list", dict: "a table"}
 
 
-def _default(f: dataclasses.Field) -> Any:
+def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return f.default
 
 
-def _check_value(where: str, f: dataclasses.Field, value: Any, base: Path) -> Any:
+def _check_value(where: str, f: dataclasses.Field[Any], value: Any, base: Path) -> Any:
     meta = f.metadata
     default = _default(f)
     want = type(default)

@@ -33,8 +33,10 @@ async def test_tables_and_prep(settings_path, workdir):
         await pilot.press("p")
         await wait_for(pilot, lambda: any("prep efficientnet_lite0" in n for n in notes(app)), timeout=60,
                        what="prep finished")
-        log = "\n".join(str(line.text) for line in app.screen.query_one("#engines-log").lines)
-        assert "nodes" in log
+        def log() -> str:
+            return "\n".join(str(line.text) for line in app.screen.query_one("#engines-log").lines)
+
+        await wait_for(pilot, lambda: "nodes" in log(), what="the result in the log panel")
         assert list((workdir / "models").glob("efficientnet_lite0.prep.onnx"))
 
 
@@ -64,7 +66,10 @@ async def test_build_int8_for_onnxruntime_verify_and_delete(settings_path, workd
         await pilot.press("v")
         await wait_for(pilot, lambda: any(n.startswith("verify ") for n in notes(app)), timeout=120,
                        what="verify")
-        await wait_for(pilot, lambda: "100% top1" in screen_text(app), what="verify column")
+        line = next(n for n in notes(app) if n.startswith("verify "))
+        agreement = line.split("top-1 agreement ")[1].split("%")[0]  # 86-100: a near tie may flip at int8
+        await wait_for(pilot, lambda: f"{agreement}% top1" in screen_text(app), what="verify column")
+        assert int(agreement) >= 80
         await pilot.press("d")
         assert any("press D again" in n for n in notes(app))
         await pilot.press("d")
@@ -123,16 +128,37 @@ async def test_escape_cancels_a_bench(settings_path):
         assert not app.screen.query_one("#engines-progress").has_class("running")
 
 
-def test_call_flex_never_drops_cancelled_silently():
-    from ncanvas_tui.tui.screens.engines import call_flex
+@pytest.mark.slow
+async def test_verify_and_bench_act_on_the_highlighted_artefact(settings, settings_path, workdir):
+    """Two int8 artefacts of one model (entropy2, minmax): V and N act on the row under the cursor."""
+    from onnx_factory import add_model, tiny_classifier
 
-    def old_api(x, *, progress=None):
-        return x
+    from ncanvas_tui import api
 
-    def new_api(x, *, progress=None, cancelled=None):
-        return cancelled()
-
-    assert call_flex(new_api, 1, progress=None, cancelled=lambda: True) is True
-    assert call_flex(old_api, 2, progress=None, colour="red") == 2  # optional: dropped (and logged)
-    with pytest.raises(TypeError, match="cancelled"):
-        call_flex(old_api, 3, progress=None, cancelled=lambda: False)
+    add_model(workdir / "models", "tiny", tiny_classifier)
+    built = {c: api.plan_and_build(settings, api.BuildRequest("tiny", "int8", backend="onnxruntime",
+                                                               calibrator=c)).artefact
+             for c in ("entropy2", "minmax")}
+    app = make_app(settings_path, start="engines", record_history=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#engines-table")
+        await wait_for(pilot, lambda: table.row_count == 2, what="two artefact rows")
+        text = screen_text(app)
+        assert built["entropy2"].id in text and built["minmax"].id in text and "minmax" in text
+        table.focus()
+        rows = [r.artefact.id for r in app.screen.rows]
+        table.move_cursor(row=rows.index(built["minmax"].id))
+        await pilot.press("v")
+        await wait_for(pilot, lambda: any(n.startswith("verify ") for n in notes(app)), timeout=120,
+                       what="verify")
+        line = next(n for n in notes(app) if n.startswith("verify "))
+        assert "minmax" in line and built["minmax"].id in line and "entropy2" not in line
+        verdicts = sorted(p.name for p in (workdir / "engines").glob("*.verify.json"))
+        assert verdicts == [built["minmax"].path.name + ".verify.json"]
+        table.move_cursor(row=rows.index(built["entropy2"].id))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: any(n.startswith("bench ") for n in notes(app)), timeout=120,
+                       what="bench")
+        line = next(n for n in notes(app) if n.startswith("bench "))
+        assert "entropy2" in line and built["entropy2"].id in line

@@ -9,16 +9,16 @@ nothing heavy: ``ncanvas --help`` stays fast. Errors the user can fix
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from ncanvas_tui import __version__
+from ncanvas_tui.cli import bench, doctor, engines_cmd, history, imagine, infer, models, story, verify
 from ncanvas_tui.cli.common import add_common, report_error
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["doctor", "models", "infer", "bench", "verify", "story", "imagine", "history", "engines_cmd"]
+COMMANDS = [doctor, models, infer, bench, verify, story, imagine, history, engines_cmd]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ncanvas {__version__}")
     add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"ncanvas_tui.cli.{name}").register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ncanvas_tui.cli.common import add_model_options, command, load_settings, parse_batch, print_json
+from ncanvas_tui.cli.common import (
+    add_model_options,
+    command,
+    load_settings,
+    parse_sizes,
+    print_json,
+    selection,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "bench", "latency percentiles and images/s per batch size, with the raw backend "
                 "call measured in the same run as baseline", run)
     add_model_options(p)
-    p.add_argument("--batch", type=parse_batch, default=[1, 4, 8], metavar="1,4,8", help="batch sizes")
+    p.add_argument("--batch", type=parse_sizes, default=[1, 4, 8], metavar="1,4,8", help="batch sizes")
     p.add_argument("--images", nargs="+", metavar="PATH", help="images to use (default: [paths].calibration)")
     p.add_argument("--seconds", type=float, default=None,
                    help="time budget per batch size (default 2; 1 per candidate with --all)")
@@ -33,25 +40,23 @@ def _positive_ms(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ncanvas_tui.bench import format_bench, run_bench
-    from ncanvas_tui.worker import get_worker
+    from ncanvas_tui import api
+    from ncanvas_tui.bench import format_bench, format_bench_all
+    from ncanvas_tui.cli.common import run_in_worker
 
     settings = load_settings(args)
 
-    def say(m: str) -> None:
-        print(f"bench: {m}", file=sys.stderr, flush=True)
+    def say(done: int, total: int, m: str) -> None:
+        print(f"bench: [{done}/{total}] {m}" if total else f"bench: {m}", file=sys.stderr, flush=True)
 
     # Measured in the GPU worker: TensorRT needs its CUDA context there, and every backend is timed alike.
     if args.all or args.budget_ms is not None:
-        from ncanvas_tui.bench import format_bench_all, run_bench_all
-
-        res = get_worker().run(run_bench_all, settings, budget_ms=args.budget_ms, images=args.images,
-                               seconds=args.seconds if args.seconds is not None else 1.0,
-                               batch=min(args.batch), progress=say)
+        res = run_in_worker(api.bench_all, settings, budget_ms=args.budget_ms, images=args.images,
+                            seconds=args.seconds if args.seconds is not None else 1.0,
+                            batch=min(args.batch), progress=say)
         print_json(res) if args.json else print(format_bench_all(res))
         return 0
-    res = get_worker().run(run_bench, settings, model=args.model, backend=args.backend, precision=args.precision,
-                           batches=args.batch, images=args.images,
-                           seconds=args.seconds if args.seconds is not None else 2.0, progress=say)
+    res = run_in_worker(api.bench, settings, selection(args), batches=args.batch, images=args.images,
+                        seconds=args.seconds if args.seconds is not None else 2.0, progress=say)
     print_json(res) if args.json else print(format_bench(res))
     return 0

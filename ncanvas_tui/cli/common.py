@@ -7,10 +7,13 @@ import json
 import logging
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ncanvas_tui.errors import NcanvasError
 from ncanvas_tui.settings import BACKENDS, PRECISIONS, Settings
+
+if TYPE_CHECKING:
+    from ncanvas_tui.engines.artefacts import Selection
 
 
 def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = False) -> None:
@@ -23,11 +26,26 @@ def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = False) -> N
         parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, precision_required: bool = False) -> None:
-    parser.add_argument("--model", metavar="NAME", help="catalog name or ONNX file (default: [inference].model)")
+def add_model_options(parser: argparse.ArgumentParser, *, model_flag: bool = True) -> None:
+    """How a command chooses what runs: ``--artefact ID``, or model + backend + precision + calibrator."""
+    if model_flag:
+        parser.add_argument("--model", metavar="NAME",
+                            help="catalog name or ONNX file (default: [inference].model)")
     parser.add_argument("--backend", choices=BACKENDS, help="default: [inference].backend")
-    parser.add_argument("--precision", choices=PRECISIONS, required=precision_required,
-                        help="default: [inference].precision")
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: [inference].precision")
+    parser.add_argument("--calibrator", choices=("entropy2", "minmax"),
+                        help="the int8 artefact calibrated with this calibrator")
+    parser.add_argument("--artefact", metavar="ID",
+                        help="the artefact with this id (`ncanvas engines list`); overrides the options above")
+
+
+def selection(args: argparse.Namespace, model: str | None = None) -> Selection:
+    """The artefact ``args`` choose (see ``add_model_options``)."""
+    from ncanvas_tui.engines.artefacts import Selection
+
+    return Selection(model=model if model is not None else getattr(args, "model", None),
+                     backend=args.backend, precision=args.precision, calibrator=args.calibrator,
+                     artefact=args.artefact)
 
 
 def command(sub: Any, name: str, help: str, func: Any, *, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -45,15 +63,42 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return settings.load(getattr(args, "settings", None))
 
 
-def parse_batch(text: str) -> list[int]:
-    """'1,4,8' -> [1, 4, 8] (also a single size '8' -> [8])."""
+def parse_batch(text: str) -> tuple[int, int, int]:
+    """``--batch`` of build: '1,4,8' -> (1, 4, 8); one size '8' -> (8, 8, 8) (the one rule: ``profile``)."""
+    from ncanvas_tui.profile import batch_profile
+
+    try:
+        return batch_profile(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``--batch`` of bench: the batch sizes to measure, '1,4,8' -> [1, 4, 8]."""
+    from ncanvas_tui.profile import MAX_BATCH
+
     try:
         sizes = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
-    if not sizes or any(s < 1 or s > 64 for s in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be 1..64, got {text!r}")
+    if not sizes or any(s < 1 or s > MAX_BATCH for s in sizes):
+        raise argparse.ArgumentTypeError(f"sizes must be 1..{MAX_BATCH}, got {text!r}")
     return sizes
+
+
+def run_in_worker(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, cancel=token, **kwargs)`` in the GPU worker, waiting for it; Ctrl-C cancels the job
+    (its token is set, its child process is terminated) and is raised again here."""
+    from ncanvas_tui.progress import CancelToken
+    from ncanvas_tui.worker import get_worker
+
+    token = CancelToken()
+    job = get_worker().submit(fn, *args, cancel=token, **kwargs)
+    try:
+        return job.future.result()
+    except KeyboardInterrupt:
+        job.cancel()
+        raise
 
 
 def print_json(data: Any) -> None:

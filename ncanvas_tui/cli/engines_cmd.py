@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrator", choices=("entropy2", "minmax"), help="int8 calibration (default: "
                    "[build].calibrator)")
     p.add_argument("--batch", type=parse_batch, metavar="MIN,OPT,MAX",
-                   help="dynamic batch profile (default: [build].batch)")
+                   help="dynamic batch profile, or one size N for a static batch (default: [build].batch)")
     p.add_argument("--opt-level", type=int, choices=range(6), metavar="N",
                    help="builder optimization level 0..5 (default: [build].opt_level)")
     p.add_argument("--sparse", action="store_true", default=None, help="2:4 structured sparse weights")
@@ -61,68 +61,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("engines", help="the engine library: built engines with their metadata",
                        description="the engine library in [paths].engines")
     esub = e.add_subparsers(dest="engines_command", metavar="ACTION", required=True)
-    lp = command(esub, "list", "built engines with their metadata (and quantized / fp16 models)", run_list)
+    lp = command(esub, "list", "built artefacts (engines, quantized models) with their ids and metadata", run_list)
     del lp
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ncanvas_tui.engines.build import build_engine, build_onnxruntime, resolve_build_backend
-    from ncanvas_tui.vision import catalog
+    from ncanvas_tui import api
+    from ncanvas_tui.progress import CancelToken
 
     settings = load_settings(args)
-    entry = catalog.find(settings, args.name)
-    backend = resolve_build_backend(args.backend, settings)
-    progress = StderrProgress()
-    batch = args.batch
-    if batch is not None and len(batch) not in (1, 3):
-        from ncanvas_tui.errors import EngineError
-
-        raise EngineError(f"--batch takes MIN,OPT,MAX (or one size), got {','.join(map(str, batch))}")
-    if backend == "onnxruntime":
-        out = build_onnxruntime(settings, entry, args.precision, calibrator=args.calibrator, force=args.force,
-                                progress=progress)
-        if args.json:
-            print_json(out)
-        else:
-            print(out["path"])
-            print(out.get("note") or f"int8 Q/DQ model for ONNX Runtime ({out['calibrator']}, {out['seconds']} s)")
-        return 0
-    record = build_engine(settings, entry, backend, args.precision, calibrator=args.calibrator, batch=batch,
-                          opt_level=args.opt_level, sparse=args.sparse, force=args.force, progress=progress)
+    plan = api.plan_build(settings, api.BuildRequest(
+        model=args.name, precision=args.precision, backend=args.backend, calibrator=args.calibrator,
+        batch=args.batch, opt_level=args.opt_level, sparse=args.sparse, force=args.force))
+    res = api.build(plan, progress=StderrProgress(), cancel=CancelToken())
     if args.json:
-        print_json(record.as_dict())
-    else:
-        print(record.path)
-        print(f"{record.backend} {record.backend_version} {record.precision} batch "
-              f"{'-'.join(map(str, record.batch))}, {record.size / 1e6:.1f} MB, built in {record.build_seconds} s"
-              f" for {record.gpu_name}" + (f"; {'; '.join(record.notes)}" if record.notes else ""))
+        print_json(res.as_dict())
+        return 0
+    a = res.artefact
+    if a is None:
+        print(res.note)
+        return 0
+    print(a.path)
+    size = f"{a.size / 1e6:.1f} MB"
+    where = f" for {a.gpu_name}" if a.backend != "onnxruntime" else ""
+    print(f"artefact {a.id}: {a.backend} {a.backend_version} {a.precision}"
+          + (f" {a.calibrator}" if a.calibrator else "")
+          + (f" batch {'-'.join(map(str, a.batch))}" if any(a.batch) else "")
+          + f", {size}, " + ("up to date (--force rebuilds)" if res.reused else f"built in {res.seconds:.1f} s")
+          + where + (f"; {'; '.join(a.notes)}" if a.notes else ""))
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ncanvas_tui.engines.store import EngineStore
+    from ncanvas_tui import api
 
     settings = load_settings(args)
-    store = EngineStore(settings)
-    records = store.list()
-    derived = sorted(p.name for p in store.root.glob("*.onnx")) if store.root.is_dir() else []
+    artefacts = api.list_artefacts(settings)
+    root = settings.paths.engines
     if args.json:
-        print_json({"engines_dir": str(store.root), "engines": [r.as_dict() for r in records],
-                    "models": derived})
+        print_json({"engines_dir": str(root), "artefacts": [a.as_dict() for a in artefacts]})
         return 0
-    if not records and not derived:
-        print(f"no engines in {store.root} (build one: ncanvas build NAME --precision fp16)")
+    if not artefacts:
+        print(f"no artefacts in {root} (build one: ncanvas build NAME --precision int8)")
         return 0
-    if records:
-        print(f"{'engine':<52} {'backend':<20} {'batch':<8} {'MB':>6} {'GPU':<24} created")
-    for r in records:
-        if r.problem:
-            print(f"{r.name:<52} UNUSABLE: {r.problem}")
-            continue
-        print(f"{r.name:<52} {r.backend + ' ' + r.backend_version:<20} {'-'.join(map(str, r.batch)):<8} "
-              f"{r.size / 1e6:>6.1f} {r.gpu_name[:24]:<24} {r.created}")
-    if derived:
-        print("\nmodels made for ONNX Runtime / strongly typed builds:")
-        for name in derived:
-            print(f"  {name}")
+    print(f"{'id':<10} {'model':<22} {'backend':<20} {'prec':<5} {'calibrator':<10} {'batch':<8} "
+          f"{'MB':>6}  {'GPU':<24} status")
+    for a in artefacts:
+        batch = "-".join(map(str, a.batch)) if any(a.batch) else "dynamic"
+        backend = f"{a.backend} {a.backend_version}".strip()
+        status = f"UNUSABLE: {a.problem}" if a.problem else "ok"
+        print(f"{a.id:<10} {a.model[:22]:<22} {backend[:20]:<20} {a.precision:<5} {a.calibrator or '-':<10} "
+              f"{batch:<8} {a.size / 1e6:>6.1f}  {a.gpu_name[:24]:<24} {status}")
     return 0

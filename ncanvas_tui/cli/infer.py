@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ncanvas_tui.cli.common import add_model_options, command, load_settings, print_json
+from ncanvas_tui.cli.common import add_model_options, command, load_settings, print_json, selection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,20 +44,20 @@ def format_text(res: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ncanvas_tui.cli.common import run_in_worker
+    from ncanvas_tui.engines.artefacts import select
     from ncanvas_tui.vision.classify import Classifier
-
-    settings = load_settings(args)
-    clf = Classifier(settings, args.model, args.backend, args.precision, args.top)
     from ncanvas_tui.vision.preprocess import expand_paths
 
+    settings = load_settings(args)
+    clf = Classifier(settings, target=select(settings, selection(args)), top=args.top)
     paths, folder_errors = expand_paths(args.images)
     # classified in the GPU worker (it owns the CUDA context TensorRT runs in; ONNX Runtime runs there too)
-    from ncanvas_tui.worker import get_worker
-
-    res = get_worker().run(clf.classify, paths).as_dict() if paths else None
+    res = run_in_worker(clf.classify, paths).as_dict() if paths else None
     if res is None:
         info = clf.load().info
-        res = {"model": clf.entry.name, "backend": info.name, "precision": info.precision, "results": [],
+        res = {"model": clf.entry.name, "backend": info.name, "precision": info.precision,
+               "artefact": clf.target.id, "results": [],
                "errors": [], "timing_ms": {"preprocess": 0.0, "infer": 0.0, "postprocess": 0.0},
                "batches": [], "notes": []}
     res["errors"] = folder_errors + res["errors"]

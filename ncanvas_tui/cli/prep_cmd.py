@@ -11,13 +11,13 @@ from ncanvas_tui.cli.common import load_settings, print_json
 
 
 def run_prep(args: argparse.Namespace) -> int:
+    from ncanvas_tui import api
     from ncanvas_tui.cli.engines_cmd import StderrProgress
-    from ncanvas_tui.engines.prep import prep_model
-    from ncanvas_tui.vision import catalog
+    from ncanvas_tui.progress import CancelToken, no_progress
 
     settings = load_settings(args)
-    entry = catalog.find(settings, args.name)
-    result = prep_model(settings, entry, progress=None if getattr(args, "json", False) else StderrProgress())
+    result = api.prep(settings, args.name, progress=no_progress if getattr(args, "json", False) else StderrProgress(),
+                      cancel=CancelToken())
     if getattr(args, "json", False):
         print_json(result.as_dict())
         return 0

@@ -11,7 +11,6 @@ What one screen produces (labels, story, picture) is kept on the app for the nex
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import threading
 from collections import deque
@@ -24,17 +23,8 @@ from textual.screen import Screen
 
 from ncanvas_tui.settings import Settings
 from ncanvas_tui.tui.messages import LogLine
+from ncanvas_tui.tui.navigation import SCREENS, fkey
 
-#: mode name -> (module in tui/screens, class, title, key). Each screen also has F(key+1) (F2-F6),
-#: which works in text fields and in every terminal (tmux/xterm send Alt+digit as ESC+digit,
-#: which Textual reads as a character: Alt+3 types "£"); F1 is help.
-SCREENS: dict[str, tuple[str, str, str, str]] = {
-    "engines": ("engines", "EnginesScreen", "Engines", "1"),
-    "infer": ("infer", "InferScreen", "Infer", "2"),
-    "story": ("story", "StoryScreen", "Story", "3"),
-    "imagine": ("imagine", "ImagineScreen", "Imagine", "4"),
-    "history": ("history", "HistoryScreen", "History", "5"),
-}
 LOGGERS = ("ncanvas_tui", "Polygraphy", "polygraphy", "tensorrt", "nemoguardrails")  # Polygraphy: G_LOGGER's name
 #: the least level of a logger (and its children) that reaches the log panel; INFO for the rest
 #: (NeMo Guardrails logs every rail and LLM call at INFO: that would flood the panel)
@@ -48,23 +38,50 @@ def _panel_level(name: str) -> int:
     return logging.INFO
 
 
-def fkey(mode: str) -> str:
-    """The function key of a screen: F2 for the first (1), ..., F6 for the fifth (5)."""
-    return f"f{int(SCREENS[mode][3]) + 1}"
+def _engines() -> type[Screen]:
+    from ncanvas_tui.tui.screens.engines import EnginesScreen
+
+    return EnginesScreen
 
 
-def _lazy(mode: str) -> Callable[[], Screen]:
-    module, cls, _title, _key = SCREENS[mode]
+def _infer() -> type[Screen]:
+    from ncanvas_tui.tui.screens.infer import InferScreen
 
-    def make() -> Screen:
-        return getattr(importlib.import_module(f"ncanvas_tui.tui.screens.{module}"), cls)()
+    return InferScreen
 
-    return make
+
+def _story() -> type[Screen]:
+    from ncanvas_tui.tui.screens.story import StoryScreen
+
+    return StoryScreen
+
+
+def _imagine() -> type[Screen]:
+    from ncanvas_tui.tui.screens.imagine import ImagineScreen
+
+    return ImagineScreen
+
+
+def _history() -> type[Screen]:
+    from ncanvas_tui.tui.screens.history import HistoryScreen
+
+    return HistoryScreen
+
+
+#: mode -> the screen's class, imported the first time it is shown (the first paint stays light)
+SCREEN_CLASSES: dict[str, Callable[[], type[Screen]]] = {
+    "engines": _engines, "infer": _infer, "story": _story, "imagine": _imagine, "history": _history}
 
 
 def screen_class(mode: str) -> type[Screen]:
-    module, cls, _title, _key = SCREENS[mode]
-    return getattr(importlib.import_module(f"ncanvas_tui.tui.screens.{module}"), cls)
+    return SCREEN_CLASSES[mode]()
+
+
+def _lazy(mode: str) -> Callable[[], Screen]:
+    def make() -> Screen:
+        return screen_class(mode)()
+
+    return make
 
 
 class NcanvasApp(App[int]):
@@ -77,7 +94,7 @@ class NcanvasApp(App[int]):
     MODES: ClassVar[dict[str, Any]] = {mode: _lazy(mode) for mode in SCREENS}
     BINDINGS: ClassVar[list[BindingType]] = [
         *(Binding(f"{key},{fkey(mode)},alt+{key}", f"show('{mode}')", title, id=f"screen_{mode}", show=False)
-          for mode, (_m, _c, title, key) in SCREENS.items()),
+          for mode, (title, key) in SCREENS.items()),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("f1", "help", "Help", id="help_f1", show=False),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
@@ -117,7 +134,7 @@ class NcanvasApp(App[int]):
         for b in cls.BINDINGS:
             if isinstance(b, Binding) and b.id:
                 out[b.id] = ("all screens", b.key, b.description)
-        for mode, (_m, _c, title, _k) in SCREENS.items():
+        for mode, (title, _k) in SCREENS.items():
             for b in getattr(screen_class(mode), "BINDINGS", []):
                 if isinstance(b, Binding) and b.id:
                     if b.id in out and title not in out[b.id][0]:  # one id on several screens (cancel)
@@ -154,10 +171,9 @@ class NcanvasApp(App[int]):
         """The app's one StoryRunner (created on first use, from a worker thread)."""
         with self._runner_lock:
             if self._story_runner is None:
-                from ncanvas_tui.tui import services
+                from ncanvas_tui.story.runner import StoryRunner
 
-                mod = services.module("story.runner", "Story writing")
-                self._story_runner = mod.StoryRunner(self.settings)
+                self._story_runner = StoryRunner(self.settings)
             return self._story_runner
 
     def on_unmount(self) -> None:
@@ -204,10 +220,10 @@ class NcanvasApp(App[int]):
         from ncanvas_tui.tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.binding_ids()))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        for mode, (_m, _c, title, key) in SCREENS.items():
+        for mode, (title, key) in SCREENS.items():
             yield SystemCommand(f"Go to {title}", f"Switch to the {title} screen ({fkey(mode).upper()}, or {key} "
                                 "outside a text field)",
                                 lambda mode=mode: self.action_show(mode))

@@ -1,16 +1,12 @@
-"""The TUI's doorway to the optional core modules (history, story, imagine, engines).
+"""Small helpers the screens share around the history and the endpoints' configuration.
 
-Each function imports its module when called, so a screen works (and says what is
-missing or what to configure) whether or not that part of ncanvas is installed
-or configured. Everything here is called from a worker thread, never from the
-event loop, unless it says otherwise.
+Everything here is called from a worker thread, never from the event loop, unless it says
+otherwise. Core modules are imported directly (lazily, where they pull in heavy libraries).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-from types import ModuleType
 from typing import Any
 
 from ncanvas_tui.errors import NcanvasError
@@ -18,30 +14,11 @@ from ncanvas_tui.errors import NcanvasError
 log = logging.getLogger("ncanvas_tui.tui")
 
 
-class FeatureMissing(NcanvasError):
-    """A part of ncanvas this screen needs is not installed in this build."""
-
-
-def module(name: str, feature: str) -> ModuleType:
-    """Import ``ncanvas_tui.<name>`` or raise ``FeatureMissing`` naming the feature."""
-    try:
-        return importlib.import_module(f"ncanvas_tui.{name}")
-    except ImportError as e:
-        raise FeatureMissing(f"{feature} is not available: module ncanvas_tui.{name} cannot be imported "
-                             f"({e}); the CLI equivalent is listed by `ncanvas --help`") from None
-
-
-def available(name: str) -> bool:
-    try:
-        importlib.import_module(f"ncanvas_tui.{name}")
-        return True
-    except ImportError:
-        return False
-
-
 # -- history -----------------------------------------------------------------------------
 def history(settings: Any) -> Any:
-    return module("history.store", "History").open_history(settings)
+    from ncanvas_tui.history.store import open_history
+
+    return open_history(settings)
 
 
 def record_inference(settings: Any, result: dict[str, Any]) -> Any:

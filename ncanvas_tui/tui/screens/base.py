@@ -11,6 +11,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from ncanvas_tui.tui.navigation import SCREENS, fkey
+
 
 class NavBar(Static):
     """``ncanvas  F2 Engines  F3 Infer ...  ? help`` with the current screen highlighted.
@@ -30,11 +32,9 @@ class NavBar(Static):
         self.update(self._text())
 
     def _text(self) -> Text:
-        from ncanvas_tui.tui.app import SCREENS, fkey
-
         text = Text(" ncanvas ", style="bold")
         keymap = getattr(self.app, "_keymap", {})
-        for mode, (_m, _c, title, _digit) in SCREENS.items():
+        for mode, (title, _digit) in SCREENS.items():
             key = fkey(mode).upper()
             mapped = keymap.get(f"screen_{mode}")
             if mapped:

@@ -13,23 +13,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
+from ncanvas_tui.engines.plan import BuildRequest
+from ncanvas_tui.profile import batch_profile
 from ncanvas_tui.settings import BACKENDS, PRECISIONS
 
 
-def parse_batch(text: str) -> list[int]:
-    """'1,4,8' -> [1, 4, 8]; ValueError with a message the form shows."""
-    try:
-        sizes = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ValueError("batch must be min,opt,max integers such as 1,4,8") from None
-    if len(sizes) == 1:
-        sizes = [1, sizes[0], sizes[0]]
-    if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2] <= 64:
-        raise ValueError("batch must be min,opt,max with 1 <= min <= opt <= max <= 64")
-    return sizes
-
-
-class BuildForm(ModalScreen[dict[str, Any] | None]):
+class BuildForm(ModalScreen[BuildRequest | None]):
     CSS_PATH = "build_form.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="build_form_close"),
@@ -81,20 +70,20 @@ class BuildForm(ModalScreen[dict[str, Any] | None]):
     @on(Input.Submitted)
     def action_submit(self) -> None:
         try:
-            batch = parse_batch(self.query_one("#build-batch", Input).value)
+            batch = batch_profile(self.query_one("#build-batch", Input).value)
             opt = int(self.query_one("#build-opt", Input).value or self.settings.build.opt_level)
             if not 0 <= opt <= 5:
                 raise ValueError("opt level must be 0..5")
         except ValueError as e:
             self.query_one("#build-error", Label).update(str(e))
             return
-        self.dismiss({
-            "model": self.model,
-            "precision": str(self.query_one("#build-precision", Select).value),
-            "backend": str(self.query_one("#build-backend", Select).value),
-            "calibrator": str(self.query_one("#build-calibrator", Select).value),
-            "batch": batch,
-            "opt_level": opt,
-            "sparse": self.query_one("#build-sparse", Checkbox).value,
-            "force": self.query_one("#build-force", Checkbox).value,
-        })
+        self.dismiss(BuildRequest(
+            model=self.model,
+            precision=str(self.query_one("#build-precision", Select).value),
+            backend=str(self.query_one("#build-backend", Select).value),
+            calibrator=str(self.query_one("#build-calibrator", Select).value),
+            batch=batch,
+            opt_level=opt,
+            sparse=self.query_one("#build-sparse", Checkbox).value,
+            force=self.query_one("#build-force", Checkbox).value,
+        ))

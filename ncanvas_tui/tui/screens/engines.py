@@ -9,10 +9,9 @@ stdout). Every job runs in the GPU thread; nothing here blocks the UI.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -22,105 +21,53 @@ from textual.containers import Horizontal, Vertical
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label, ProgressBar
 
-from ncanvas_tui.tui import jobs, services
+from ncanvas_tui import api
+from ncanvas_tui.engines.artefacts import Selection
+from ncanvas_tui.engines.store import Artefact
+from ncanvas_tui.settings import Settings
+from ncanvas_tui.tui import jobs
 from ncanvas_tui.tui.messages import EnginesChanged, JobProgress, LogLine
 from ncanvas_tui.tui.screens.base import NcScreen
 from ncanvas_tui.tui.widgets.log_panel import LogPanel
-
-#: keywords a job cannot do without: dropping one would make Esc a silent no-op
-REQUIRED_KEYWORDS = frozenset({"cancelled"})
-
-
-def accepts(fn: Any, name: str) -> bool:
-    """Whether ``fn`` takes the keyword ``name`` (or any keyword)."""
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def call_flex(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with the keyword arguments it accepts (core APIs grow options over time).
-
-    Optional keywords it does not take are dropped with a warning in the log; ``cancelled`` is
-    never dropped silently: a callee without it is a ``TypeError`` (Esc would not cancel it)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        dropped = sorted(k for k in kwargs if k not in params)
-        name = getattr(fn, "__qualname__", repr(fn))
-        missing = [k for k in dropped if k in REQUIRED_KEYWORDS]
-        if missing:
-            raise TypeError(f"{name}() takes no {', '.join(missing)}= keyword: it could not be cancelled")
-        if dropped:
-            logging.getLogger("ncanvas_tui.tui").warning("%s() takes no %s; not passed", name,
-                                                         ", ".join(f"{k}=" for k in dropped))
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
 
 
 def human_size(n: int) -> str:
     if n <= 0:
         return "?"
+    size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     return str(n)
 
 
-def result_line(kind: str, res: Any) -> str:
-    d = res.as_dict() if hasattr(res, "as_dict") else res if isinstance(res, dict) else {}
-    if kind == "prep":
-        return (f"prep {d.get('model')}: nodes {d.get('nodes_before')} -> {d.get('nodes_after')}, "
-                f"max abs diff {d.get('max_abs_diff', 0):.2e}")
-    if kind == "verify":
-        return (f"verify {d.get('model')} {d.get('backend')} {d.get('precision')}: top-1 agreement "
-                f"{d.get('top1_agreement', 0):.0%}, top-5 overlap {d.get('top5_overlap', 0):.0%}, "
-                f"max abs diff {d.get('max_abs_diff', 0):.3g} on {d.get('images')} images")
-    if kind == "bench":
-        parts = [f"b{r['batch']}: p50 {r['p50_ms']:.1f} ms, {r['images_per_s']:.0f} img/s"
-                 for r in d.get("results", [])]
-        return f"bench {d.get('model')} {d.get('backend')} {d.get('precision')}: " + "; ".join(parts)
-    if kind == "build":
-        path = d.get("path") or d.get("file") or ""
-        if d.get("note"):
-            return f"build {d.get('model')} {d.get('backend')} {d.get('precision')}: {d['note']}"
-        secs = d.get("build_seconds", d.get("seconds", 0)) or 0
-        return f"built {Path(str(path)).name} in {float(secs):.1f} s" if path else "build finished"
-    return f"{kind} finished"
+def _verify_text(a: Artefact) -> str:
+    from ncanvas_tui.engines.verify import load_verify
+
+    v = load_verify(a.path)
+    return f"{v.get('top1_agreement', 0):.0%} top1" if v else ""  # top-1 agreement with fp32 ONNX Runtime
 
 
-def _verify_text(path: Path) -> str:
-    try:
-        from ncanvas_tui.engines.verify import load_verify
-    except ImportError:
-        return ""
-    v = load_verify(path)
-    if not v:
-        return ""
-    return f"{v.get('top1_agreement', 0):.0%} top1"  # top-1 agreement with fp32 ONNX Runtime
+@dataclass(frozen=True)
+class EngineRow:
+    """One row of the Built engines table: an artefact and what the table shows of it."""
+
+    artefact: Artefact
+    verify: str
+
+    @property
+    def cells(self) -> tuple[str, ...]:
+        a = self.artefact
+        return (a.id, a.model, f"{a.backend} {a.backend_version}".strip(), a.precision, a.calibrator or "-",
+                self.verify, "-".join(map(str, a.batch)) if any(a.batch) else "dynamic", human_size(a.size),
+                a.gpu_name or "", f"{a.build_seconds:.0f} s" if a.build_seconds else "",
+                "✗ " + a.problem if a.problem else "ok")
 
 
-def engine_rows(store: Any) -> list[dict[str, Any]]:
-    """Rows for the engines table: TensorRT engines from the store, then the quantized / fp16
-    ONNX files made for ONNX Runtime (thread only: reads files, hashes for the verify check)."""
-    rows: list[dict[str, Any]] = []
-    for r in store.list():
-        rows.append({"model": r.model, "backend": f"{r.backend} {r.backend_version}".strip(),
-                     "backend_id": r.backend, "precision": r.precision, "batch": "-".join(map(str, r.batch)),
-                     "size": human_size(r.size), "gpu": r.gpu_name or "",
-                     "build": f"{r.build_seconds:.0f} s" if r.build_seconds else "",
-                     "verify": "" if r.problem else _verify_text(r.path),
-                     "status": "✗ " + r.problem if r.problem else "ok", "path": r.path, "record": r})
-    root = Path(store.root)
-    for p in sorted(root.glob("*.onnx")) if root.is_dir() else []:
-        precision = "int8" if ".int8" in p.name else "fp16" if ".fp16" in p.name else "fp32"
-        try:
-            size = p.stat().st_size
-        except OSError:
-            size = 0
-        rows.append({"model": p.name.split(".")[0], "backend": "onnxruntime", "backend_id": "onnxruntime",
-                     "precision": precision, "batch": "dynamic", "size": human_size(size), "gpu": "cpu",
-                     "build": "", "verify": _verify_text(p), "status": "ok", "path": p, "record": None})
-    return rows
+def engine_rows(settings: Settings) -> list[EngineRow]:
+    """Rows for the engines table (worker thread only: reads sidecars, hashes for the checks)."""
+    return [EngineRow(a, "" if a.problem else _verify_text(a)) for a in api.list_artefacts(settings)]
 
 
 class EnginesScreen(NcScreen):
@@ -137,8 +84,8 @@ class EnginesScreen(NcScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.records: list[Any] = []
-        self._job: jobs.Job[Any] | None = None
+        self.rows: list[EngineRow] = []
+        self._job: jobs.Job | None = None
         self._delete_armed: tuple[str, float] | None = None
         self._last_phase = ""
 
@@ -148,7 +95,7 @@ class EnginesScreen(NcScreen):
                 yield Label("Models (catalog + your ONNX files)", classes="pane-title")
                 yield DataTable(id="catalog-table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="engines-pane"):
-                yield Label("Built engines", classes="pane-title")
+                yield Label("Built engines (artefacts)", classes="pane-title")
                 yield DataTable(id="engines-table", cursor_type="row", zebra_stripes=True)
                 yield Label("", classes="hint", id="engines-empty", markup=False)
         with Horizontal(id="engines-progress-row"):
@@ -162,8 +109,9 @@ class EnginesScreen(NcScreen):
         for label, width in (("model", 20), ("family", 14), ("top-1", 5), ("input", 5), ("file", 7)):
             cat.add_column(label, width=width)
         eng = self.query_one("#engines-table", DataTable)
-        for label, width in (("model", 18), ("backend", 16), ("prec", 4), ("verify", 10), ("batch", 7),
-                             ("size", 9), ("GPU", 16), ("build", 6), ("status", 30)):
+        for label, width in (("id", 10), ("model", 18), ("backend", 16), ("prec", 4), ("calibrator", 10),
+                             ("verify", 10), ("batch", 7), ("size", 9), ("GPU", 16), ("build", 6),
+                             ("status", 30)):
             eng.add_column(label, width=width)
         self._load_catalog()
         self._load_engines()
@@ -185,43 +133,47 @@ class EnginesScreen(NcScreen):
 
     @work(thread=True, exclusive=True, group="engines-list", exit_on_error=False, description="engine list")
     def _load_engines(self) -> None:
-        try:
-            store = services.module("engines.store", "The engine library").EngineStore(self.settings)
-            rows = engine_rows(store)
-        except services.FeatureMissing as e:
-            self.app.call_from_thread(self._show_engines, [], str(e))
-            return
-        self.app.call_from_thread(self._show_engines, rows, "")
+        rows = engine_rows(self.settings)
+        self.app.call_from_thread(self._show_engines, rows)
 
-    def _show_engines(self, rows: list[dict[str, Any]], problem: str) -> None:
-        self.records = rows
+    def _show_engines(self, rows: list[EngineRow]) -> None:
+        self.rows = rows
         table = self.query_one("#engines-table", DataTable)
         table.clear()
         for r in rows:
-            table.add_row(r["model"], r["backend"], r["precision"], r["verify"], r["batch"], r["size"], r["gpu"],
-                          r["build"], r["status"], key=str(r["path"]))
-        hint = problem or ("" if rows else
-                           f"No engines in {self.settings.paths.engines} yet: pick a model, press B to build.")
+            table.add_row(*r.cells, key=str(r.artefact.path))
+        hint = "" if rows else f"No engines in {self.settings.paths.engines} yet: pick a model, press B to build."
         self.query_one("#engines-empty", Label).update(hint)
 
     @on(EnginesChanged)
     def _changed(self, event: EnginesChanged) -> None:
         self._load_engines()
 
-    def _target(self) -> dict[str, Any] | None:
-        """What an action works on: the highlighted engine when that table has focus, else the model."""
+    def _highlighted(self) -> Artefact | None:
+        """The artefact under the cursor of the Built engines table, when that table has focus."""
         eng = self.query_one("#engines-table", DataTable)
-        if self.focused is eng and eng.row_count and self.records:
-            r = self.records[min(eng.cursor_row, len(self.records) - 1)]
-            return {"model": r["model"], "backend": r["backend_id"], "precision": r["precision"],
-                    "record": r.get("record")}
+        if self.focused is eng and eng.row_count and self.rows:
+            return self.rows[min(eng.cursor_row, len(self.rows) - 1)].artefact
+        return None
+
+    def _model(self) -> str | None:
+        """The model an action works on: the highlighted artefact's, else the catalog's cursor row."""
+        a = self._highlighted()
+        if a is not None:
+            return a.model
         cat = self.query_one("#catalog-table", DataTable)
         if not cat.row_count:
             return None
-        row = cat.coordinate_to_cell_key(Coordinate(cat.cursor_row, 0)).row_key.value
-        s = self.settings
-        return {"model": row, "backend": s.inference.backend, "precision": s.inference.precision,
-                "record": None}
+        return str(cat.coordinate_to_cell_key(Coordinate(cat.cursor_row, 0)).row_key.value)
+
+    def _selection(self) -> Selection | None:
+        """What V and N act on: the highlighted artefact (by id), else the catalog model with the
+        settings' backend and precision."""
+        a = self._highlighted()
+        if a is not None:
+            return Selection(artefact=a.id)
+        model = self._model()
+        return None if model is None else Selection(model=model)
 
     # -- actions ----------------------------------------------------------------------------------
     def _busy(self) -> bool:
@@ -231,114 +183,62 @@ class EnginesScreen(NcScreen):
         return False
 
     def action_prep(self) -> None:
-        t = self._target()
-        if t is None or self._busy():
+        model = self._model()
+        if model is None or self._busy():
             return
-        settings = self.settings
-        model = t["model"]
-
-        def run(cancelled: Any) -> Any:
-            from ncanvas_tui.vision import catalog
-
-            prep = services.module("engines.prep", "Model prep")
-            entry = catalog.find(settings, model)
-            # prep without a cancelled= keyword is cancelled through the GPU worker's current job
-            # (its child process is terminated: engines/subproc.py)
-            extra = {"cancelled": cancelled} if accepts(prep.prep_model, "cancelled") else {}
-            return call_flex(prep.prep_model, settings, entry, progress=self._progress_cb("prep"), **extra)
-
-        self._run_job("prep", run)
+        self._run_job("prep", api.prep, self.settings, model)
 
     def action_build(self) -> None:
-        t = self._target()
-        if t is None or self._busy():
+        model = self._model()
+        if model is None or self._busy():
             return
         from ncanvas_tui.tui.screens.build_form import BuildForm
 
-        self.app.push_screen(BuildForm(t["model"], self.settings, t["backend"]), self._build_chosen)
+        a = self._highlighted()
+        backend = a.backend if a is not None else self.settings.inference.backend
+        self.app.push_screen(BuildForm(model, self.settings, backend), self._build_chosen)
 
-    def _build_chosen(self, form: dict[str, Any] | None) -> None:
-        if not form:
-            return
-        settings = self.settings
-
-        def run(cancelled: Any) -> Any:
-            from ncanvas_tui.vision import catalog
-
-            build = services.module("engines.build", "Engine building")
-            entry = catalog.find(settings, form["model"])
-            backend = build.resolve_build_backend(form["backend"], settings)
-            if backend == "onnxruntime":
-                return call_flex(build.build_onnxruntime, settings, entry, form["precision"],
-                                 calibrator=form["calibrator"], force=form["force"],
-                                 progress=self._progress_cb("build"), cancelled=cancelled)
-            return call_flex(build.build_engine, settings, entry, backend, form["precision"],
-                             calibrator=form["calibrator"], batch=form["batch"], opt_level=form["opt_level"],
-                             sparse=form["sparse"], force=form["force"], progress=self._progress_cb("build"),
-                             cancelled=cancelled)
-
-        self._run_job("build", run)
+    def _build_chosen(self, request: api.BuildRequest | None) -> None:
+        if request is not None:
+            self._run_job("build", api.plan_and_build, self.settings, request)
 
     def action_verify(self) -> None:
-        t = self._target()
-        if t is None or self._busy():
+        sel = self._selection()
+        if sel is None or self._busy():
             return
-        settings = self.settings
-
-        def run(cancelled: Any) -> Any:
-            from ncanvas_tui.vision import catalog
-
-            verify = services.module("engines.verify", "Verifying")
-            catalog.find(settings, t["model"])  # a clear error for an unknown model first
-            return call_flex(verify.verify, settings, t["model"], t["precision"], t["backend"],
-                             progress=self._progress_cb("verify"), cancelled=cancelled)
-
-        self._run_job("verify", run, key=(t["model"], t["backend"], t["precision"]))
+        self._run_job("verify", api.verify, self.settings, sel)
 
     def action_bench(self) -> None:
-        t = self._target()
-        if t is None or self._busy():
+        sel = self._selection()
+        if sel is None or self._busy():
             return
-        settings = self.settings
-
-        def run(cancelled: Any) -> Any:
-            bench = services.module("bench", "Benchmarking")
-            cb = self._progress_cb("bench")
-            return call_flex(bench.run_bench, settings, model=t["model"], backend=t["backend"],
-                             precision=t["precision"], batches=[b for b in (1, 4, 8)
-                                                                 if b <= settings.build.batch[2]],
-                             seconds=1.0, progress=lambda msg: cb(0, 0, msg), cancelled=cancelled)
-
-        self._run_job("bench", run)
+        batches = [b for b in (1, 4, 8) if b <= self.settings.build.batch[2]]
+        self._run_job("bench", api.bench, self.settings, sel, batches=batches, seconds=1.0)
 
     def action_delete(self) -> None:
-        eng = self.query_one("#engines-table", DataTable)
-        if self.focused is not eng or not self.records:
+        a = self._highlighted()
+        if a is None:
             self.notify("highlight an engine in the Built engines table first (Tab moves there)",
                         severity="warning")
             return
-        r = self.records[min(eng.cursor_row, len(self.records) - 1)]
         now = time.monotonic()
-        path = r["path"]
-        if self._delete_armed is None or self._delete_armed[0] != str(path) or now - self._delete_armed[1] > 4:
-            self._delete_armed = (str(path), now)
-            self.notify(f"press D again to delete {path.name}", severity="warning")
+        if self._delete_armed is None or self._delete_armed[0] != str(a.path) or now - self._delete_armed[1] > 4:
+            self._delete_armed = (str(a.path), now)
+            self.notify(f"press D again to delete {a.path.name} ({a.id})", severity="warning")
             return
         self._delete_armed = None
-        self._delete(r)
+        self._delete(a)
 
     @work(thread=True, exit_on_error=False, group="engines-delete", description="delete engine")
-    def _delete(self, row: dict[str, Any]) -> None:
-        path = row["path"]
-        jobs.submit("forget", lambda _c: jobs.forget_classifiers()).future.result(timeout=60)
-        if row.get("record") is not None:
-            store = services.module("engines.store", "The engine library").EngineStore(self.settings)
-            store.delete(row["record"])
-        else:  # a quantized / fp16 ONNX made for ONNX Runtime
-            for p in (path, path.with_name(path.name + ".verify.json")):
+    def _delete(self, a: Artefact) -> None:
+        jobs.submit("forget", jobs.forget_classifiers).future.result(timeout=60)
+        if a.id:
+            api.delete_artefact(self.settings, a.id)
+        else:  # a file that does not even have an id (a plan without sidecar from an older ncanvas)
+            for p in (a.path, a.sidecar):
                 p.unlink(missing_ok=True)
-        self.post_message(EnginesChanged(f"deleted {path.name}"))
-        self.app.call_from_thread(self.notify, f"deleted {path.name}")
+        self.post_message(EnginesChanged(f"deleted {a.path.name}"))
+        self.app.call_from_thread(self.notify, f"deleted {a.path.name}")
 
     def action_cancel(self) -> None:
         if self._job is not None:
@@ -351,30 +251,27 @@ class EnginesScreen(NcScreen):
             self.post_message(JobProgress(job, done, total, phase))
         return cb
 
-    def _run_job(self, name: str, fn: Any, key: tuple[str, str, str] | None = None) -> None:
-        self._route_polygraphy()
-        self._job = jobs.submit(name, fn)
+    def _run_job(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        from ncanvas_tui.engines.compat import route_polygraphy_logging
+
+        try:  # Polygraphy prints to stdout; under the app its lines go through logging to the log panel
+            route_polygraphy_logging()
+        except ImportError:
+            logging.getLogger("ncanvas_tui.tui").debug("no Polygraphy logging to route", exc_info=True)
+        self._job = jobs.submit(name, fn, *args, progress=self._progress_cb(name), **kwargs)
         bar = self.query_one("#engines-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.add_class("running")
         self.query_one("#engines-phase", Label).update(f"{name}: starting… (Esc cancels)")
-        self._await_job(self._job, key)
-
-    @staticmethod
-    def _route_polygraphy() -> None:
-        """Polygraphy prints to stdout; under the app its lines go through logging to the log panel."""
-        try:
-            compat = services.module("engines.compat", "TensorRT helpers")
-            compat.route_polygraphy_logging()
-        except Exception:
-            logging.getLogger("ncanvas_tui.tui").debug("no Polygraphy logging to route", exc_info=True)
+        self._await_job(self._job)
 
     @work(exit_on_error=False, group="engines-job", description="engine job")
-    async def _await_job(self, job: jobs.Job[Any], key: tuple[str, str, str] | None) -> None:
+    async def _await_job(self, job: jobs.Job) -> None:
+        from ncanvas_tui.bench import summary_line
         from ncanvas_tui.errors import CancelledError
 
         try:
-            res = await job.wait()
+            res = await jobs.wait(job)
         except CancelledError:
             line = f"{job.name} cancelled"
             self.query_one("#engines-phase", Label).update(line)
@@ -385,11 +282,11 @@ class EnginesScreen(NcScreen):
             self._job = None
             bar = self.query_one("#engines-progress", ProgressBar)
             bar.remove_class("running")
-        line = result_line(job.name, res)
+        line = summary_line(res) if isinstance(res, dict) else str(res.summary)
         self.query_one("#engines-phase", Label).update(line)
         logging.getLogger("ncanvas_tui.tui").info(line)
         if job.name in ("build", "verify", "prep"):
-            jobs.submit("forget", lambda _c: jobs.forget_classifiers())
+            jobs.submit("forget", jobs.forget_classifiers)
             self.post_message(EnginesChanged(line))
         self.notify(line)
 

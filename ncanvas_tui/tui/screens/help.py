@@ -37,16 +37,19 @@ class HelpScreen(ModalScreen[None]):
     CSS_PATH = "help.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q,f1", "dismiss", "Close", id="help_close")]
 
-    def compose(self) -> ComposeResult:
-        from ncanvas_tui.tui.app import NcanvasApp
+    def __init__(self, bindings: dict[str, tuple[str, str, str]]) -> None:
+        """``bindings``: every remappable binding, id -> (screen title, default key, description)."""
+        super().__init__()
+        self.bindings = bindings
 
+    def compose(self) -> ComposeResult:
         table = Table(box=None, padding=(0, 2), header_style="bold", expand=True)
         table.add_column("screen")
         table.add_column("key")
         table.add_column("does")
         table.add_column(Text("id (for [tui].keys)"), style="dim")  # Text: no markup in "[tui]"
         keymap = getattr(self.app, "_keymap", {})
-        for bid, (where, key, desc) in NcanvasApp.binding_ids().items():
+        for bid, (where, key, desc) in self.bindings.items():
             table.add_row(where, _keys_of(key, keymap, bid), desc, bid)
         with VerticalScroll(id="help-box"):
             yield Static(Text.from_markup(GUIDE), id="help-guide")

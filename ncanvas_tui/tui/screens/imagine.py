@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, Select, Static, TextArea
 from textual.worker import get_current_worker
 
+from ncanvas_tui.errors import SettingsError
 from ncanvas_tui.tui import services
 from ncanvas_tui.tui.messages import PictureReady, PromptDistilled
 from ncanvas_tui.tui.screens.base import NcScreen
@@ -129,7 +130,7 @@ class ImagineScreen(NcScreen):
         try:
             problem = services.llm_problem(self.settings)
             if problem:
-                raise services.FeatureMissing(problem)
+                raise SettingsError(problem)
             runner = app.story_runner()
             prompt = runner.distil(story, meta.get("labels") or labels, meta.get("style"),
                                    meta.get("theme")).result()
@@ -176,8 +177,9 @@ class ImagineScreen(NcScreen):
     @work(thread=True, exclusive=True, group="draw", exit_on_error=False, description="picture")
     def _draw(self, settings: Any, prompt: str, style: str | None, negative: str | None) -> None:
         worker = get_current_worker()
-        mod = services.module("imagine", "Pictures")
-        pic = mod.draw(settings, prompt, negative=negative, style=style, cancelled=lambda: worker.is_cancelled)
+        from ncanvas_tui.imagine import draw
+
+        pic = draw(settings, prompt, negative=negative, style=style, cancelled=lambda: worker.is_cancelled)
         if worker.is_cancelled:
             return
         self.post_message(PictureReady(pic.path, pic.prompt, pic.provider))

@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, ProgressBar, Select, Static
 
+from ncanvas_tui.engines.artefacts import Selection
 from ncanvas_tui.settings import BACKENDS, PRECISIONS
 from ncanvas_tui.tui import jobs
 from ncanvas_tui.tui.messages import InferFinished, JobProgress, SelectionChanged
@@ -65,7 +66,7 @@ class InferScreen(NcScreen):
     def __init__(self) -> None:
         super().__init__()
         self.paths: list[str] = []
-        self._job: jobs.Job[Any] | None = None
+        self._job: jobs.Job | None = None
 
     def compose_body(self) -> ComposeResult:
         s = self.settings
@@ -136,13 +137,10 @@ class InferScreen(NcScreen):
         def progress(done: int, total: int, phase: str) -> None:
             self.post_message(JobProgress("infer", done, total, phase))
 
-        def run(cancelled: Any) -> Any:
-            clf = jobs.classifier(settings, model, backend, precision)
-            return clf.classify(paths, progress=progress, cancelled=cancelled)
-
-        self._job = jobs.submit("infer", run)
+        selection = Selection(model=model, backend=backend, precision=precision)
+        self._job = jobs.submit("infer", jobs.classify, settings, selection, paths, progress=progress)
         try:
-            result = await self._job.wait()
+            result = await jobs.wait(self._job)
         finally:
             self._job = None
             bar.remove_class("running")

@@ -88,10 +88,6 @@ class StoryScreen(NcScreen):
     def _check_config(self) -> None:
         if self._writing:
             return
-        if not services.available("story.runner"):
-            self.banner("Story writing is not part of this install (module ncanvas_tui.story.writer is "
-                        "missing).", "warning")
-            return
         problem = services.llm_problem(self.settings)
         if problem:
             self.banner(problem, "warning")
@@ -138,9 +134,9 @@ class StoryScreen(NcScreen):
 
     @work(thread=True, exit_on_error=False, group="story-save", description="save story")
     def _save(self, text: str, meta: dict[str, Any]) -> None:
+        from ncanvas_tui.story import storyfile
         from ncanvas_tui.story.model import Story
 
-        storyfile = services.module("story.storyfile", "Saving stories")
         story = Story(text=text, labels=list(meta.get("labels") or []), style=meta.get("style"),
                       theme=meta.get("theme"), language=meta.get("language") or "en",
                       prompt=meta.get("prompt"), model=meta.get("model"))
