@@ -86,6 +86,8 @@ class BuildSettings:
     workspace_mib: int = _opt(1024, min=16, max=1 << 20)
     timing_cache: bool = _opt(True)
     sparse_weights: bool = _opt(False)
+    tf32: bool = _opt(True)
+    strict_int8: bool = _opt(False)
     calibrator: str = _opt("entropy2", choices=("entropy2", "minmax"))
     calibration_batches: int = _opt(32, min=1, max=100000)
     sanitize: bool = _opt(True)

@@ -172,11 +172,19 @@ class _Engine:
 def module(*, named: bool = True) -> types.SimpleNamespace:
     """A fake ``tensorrt`` module; ``named=False`` mimics TensorRT < 8.5 (bindings, execute_async_v2)."""
 
+    events: list[str] = []   # what the runner called, in order (plugins before deserializing)
+
+    def init_libnvinfer_plugins(logger: ILogger, namespace: str) -> bool:
+        events.append("init_libnvinfer_plugins")
+        return True
+
     class Runtime:
         def __init__(self, logger: ILogger) -> None:
             self.logger = logger
+            self.engine_host_code_allowed = False
 
         def deserialize_cuda_engine(self, data: bytes) -> _Engine | None:
+            events.append(f"deserialize (host code allowed: {self.engine_host_code_allowed})")
             try:
                 return _Engine(bytes(data), named)
             except (ValueError, KeyError):
@@ -184,4 +192,5 @@ def module(*, named: bool = True) -> types.SimpleNamespace:
                 return None
 
     return types.SimpleNamespace(__version__=__version__, Runtime=Runtime, ILogger=ILogger,
-                                 TensorIOMode=TensorIOMode, nptype=nptype, DataType=DataType)
+                                 TensorIOMode=TensorIOMode, nptype=nptype, DataType=DataType,
+                                 init_libnvinfer_plugins=init_libnvinfer_plugins, events=events)

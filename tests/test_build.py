@@ -22,7 +22,6 @@ from onnx_factory import add_model, not_onnx_bytes, tiny_classifier, unsupported
 
 from ncanvas_tui.engines import compat
 from ncanvas_tui.engines import store as store_mod
-from ncanvas_tui.engines.build import read_timing_cache, write_timing_cache
 from ncanvas_tui.engines.store import NO_GPU, EngineStore
 from ncanvas_tui.errors import CancelledError, EngineError, ModelError
 from ncanvas_tui.vision import catalog
@@ -129,18 +128,6 @@ def test_type_stubs_only_tensorrt_is_not_tensorrt():
 
 # -- timing cache ------------------------------------------------------------------------------
 
-def test_timing_cache_roundtrip_and_corruption(tmp_path, caplog):
-    path = tmp_path / "tensorrt-10.3.Orin.timing.cache"
-    assert read_timing_cache(path) == b""
-    write_timing_cache(path, b"TIMING" * 100, "10.3")
-    assert read_timing_cache(path) == b"TIMING" * 100
-    path.write_bytes(b"TIMING" * 50)  # truncated by a crash / a full disk
-    with caplog.at_level(logging.WARNING, logger="ncanvas.engines"):
-        assert read_timing_cache(path) == b""
-    assert "corrupt timing cache" in caplog.text
-    assert not path.exists() and list(tmp_path.glob("*.timing.cache.corrupt-*"))
-
-
 # -- real TensorRT-RTX builds --------------------------------------------------------------------
 
 @rtx
@@ -222,6 +209,12 @@ def test_disk_full_while_saving_the_engine_leaves_nothing(settings, workdir, nee
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    def no_child(self):  # the build runs in this process (its fallback), where the full disk is injected
+        raise OSError(11, "Resource temporarily unavailable")
+
+    import multiprocessing.context
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", no_child)
     monkeypatch.setattr(store_mod, "_os_write", full)
     with pytest.raises(EngineError, match="No space left on device"):
         rtx_build(settings, "tiny", "fp32")
@@ -229,16 +222,16 @@ def test_disk_full_while_saving_the_engine_leaves_nothing(settings, workdir, nee
 
 
 @rtx
-def test_corrupt_timing_cache_is_moved_aside_and_the_build_goes_on(settings, workdir, need_rtx, caplog):
+def test_a_garbage_timing_cache_never_breaks_an_rtx_build(settings, workdir, need_rtx, caplog):
     add_model(workdir / "models", "tiny", tiny_classifier)
     version = compat.import_trt("tensorrt-rtx").__version__
     cache = EngineStore(settings).timing_cache_path("tensorrt-rtx", version, NO_GPU)
     cache.write_bytes(b"\x00garbage timing cache\xff" * 10)
     with caplog.at_level(logging.WARNING, logger="ncanvas.engines"):
         rec, _ = rtx_build(settings, "tiny", "fp32")
-    assert rec.path.is_file()
-    assert "corrupt timing cache" in caplog.text
-    assert not cache.exists() and list(cache.parent.glob(cache.name + ".corrupt-*"))
+    assert rec.path.is_file()  # TensorRT-RTX has no timing cache: the file is not read, the build goes on
+    assert any("no timing cache" in n for n in rec.notes)
+    # (a TensorRT that has one checks it first: test_trt_trust.py::test_a_timing_cache_tensorrt_refuses...)
 
 
 @rtx

@@ -13,8 +13,8 @@ current):
 
 ``infer(batch)`` sets the input shape for this batch (dynamic profile), copies in
 asynchronously on a stream, runs ``execute_async_v3`` (TensorRT >= 8.5 / 10 / 11 /
-RTX: named tensors, ``set_tensor_address``) or ``execute_async_v2`` (older:
-bindings) -- chosen by feature detection, not version strings -- copies out,
+RTX: named tensors, ``set_tensor_address``; an older TensorRT is refused with one line),
+copies out,
 measures GPU compute time with CUDA events, and returns a COPY of the logits.
 
 Every call that touches CUDA runs in a GPU worker thread: called from any other
@@ -110,10 +110,8 @@ class EngineRunner:
         self.outputs: list[_Tensor] = []
         self.profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
         self.max_batch = 0
-        self.named = True
         self.last_gpu_ms = 0.0            # GPU compute time of the last infer (CUDA events)
         self.last_host_ms = 0.0           # host wall time of the last infer (copies + launch + sync)
-        self._bindings: list[int] = []
         self._ev: tuple[Any, Any] | None = None
         self._cleanup_token: int | None = None
         self._worker: GpuWorker | None = None
@@ -128,6 +126,13 @@ class EngineRunner:
         data = self.source.read_bytes() if isinstance(self.source, Path) else self.source
         logger = _trt_logger(self.trt)
         self.runtime = self.trt.Runtime(logger)
+        # as Polygraphy's EngineFromBytes: plugins registered before deserializing (an engine with a
+        # plugin layer fails otherwise), host code allowed (version-compatible engines carry some)
+        init_plugins = getattr(self.trt, "init_libnvinfer_plugins", None)
+        if init_plugins is not None:
+            init_plugins(logger, "")
+        if hasattr(self.runtime, "engine_host_code_allowed"):
+            self.runtime.engine_host_code_allowed = True
         engine = self.runtime.deserialize_cuda_engine(data)
         if engine is None:
             why = "; ".join(logger.errors[-2:]) or "TensorRT could not deserialize it"
@@ -138,7 +143,9 @@ class EngineRunner:
             raise EngineError(f"{self.label}: cannot create an execution context "
                               f"({'; '.join(logger.errors[-2:]) or 'out of GPU memory?'})")
         self.context = context
-        self.named = uses_named_tensors(context)
+        if not uses_named_tensors(context):
+            raise EngineError(f"{self.label}: this TensorRT has no execute_async_v3 (named tensors); "
+                              "ncanvas needs TensorRT 8.6 or newer")
         self._discover(engine)
         w = current_worker()
         self._worker = w
@@ -158,26 +165,15 @@ class EngineRunner:
     def _discover(self, engine: trt.ICudaEngine) -> None:
         trt_mod = self.trt
         self.inputs, self.outputs = [], []
-        if self.named:
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                is_in = engine.get_tensor_mode(name) == trt_mod.TensorIOMode.INPUT
-                t = _Tensor(name, i, is_in, np.dtype(trt_mod.nptype(engine.get_tensor_dtype(name))),
-                            _dims(engine.get_tensor_shape(name)))
-                (self.inputs if is_in else self.outputs).append(t)
-            if self.inputs and -1 in self.inputs[0].shape:
-                lo, opt, hi = engine.get_tensor_profile_shape(self.inputs[0].name, 0)
-                self.profile = (_dims(lo), _dims(opt), _dims(hi))
-        else:  # TensorRT < 8.5: bindings (not in the 10.x stubs, hence Any)
-            eng: Any = engine
-            for i in range(eng.num_bindings):
-                is_in = bool(eng.binding_is_input(i))
-                t = _Tensor(eng.get_binding_name(i), i, is_in, np.dtype(trt_mod.nptype(eng.get_binding_dtype(i))),
-                            _dims(eng.get_binding_shape(i)))
-                (self.inputs if is_in else self.outputs).append(t)
-            if self.inputs and -1 in self.inputs[0].shape:
-                lo, opt, hi = eng.get_profile_shape(0, self.inputs[0].index)
-                self.profile = (_dims(lo), _dims(opt), _dims(hi))
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_in = engine.get_tensor_mode(name) == trt_mod.TensorIOMode.INPUT
+            t = _Tensor(name, i, is_in, np.dtype(trt_mod.nptype(engine.get_tensor_dtype(name))),
+                        _dims(engine.get_tensor_shape(name)))
+            (self.inputs if is_in else self.outputs).append(t)
+        if self.inputs and -1 in self.inputs[0].shape:
+            lo, opt, hi = engine.get_tensor_profile_shape(self.inputs[0].name, 0)
+            self.profile = (_dims(lo), _dims(opt), _dims(hi))
         if len(self.inputs) != 1 or not self.outputs:
             raise EngineError(f"{self.label}: engine has {len(self.inputs)} inputs and {len(self.outputs)} "
                               "outputs; an image classifier has one input and at least one output")
@@ -195,14 +191,14 @@ class EngineRunner:
         inp = self.inputs[0]
         shape = (n, *self.max_input_shape[1:])
         ctx: Any = self.context
-        ok = ctx.set_input_shape(inp.name, shape) if self.named else ctx.set_binding_shape(inp.index, shape)
+        ok = ctx.set_input_shape(inp.name, shape)
         if ok is False:
             lo = self.profile[0][0] if self.profile else self.max_batch
             raise EngineError(f"{self.label}: batch {n} is outside the engine's profile {lo}..{self.max_batch}")
 
     def _out_shape(self, t: _Tensor) -> tuple[int, ...]:
         ctx: Any = self.context
-        return _dims(ctx.get_tensor_shape(t.name) if self.named else ctx.get_binding_shape(t.index))
+        return _dims(ctx.get_tensor_shape(t.name))
 
     def _allocate(self, mapped: bool) -> None:
         self._set_batch(self.max_batch)
@@ -213,17 +209,11 @@ class EngineRunner:
             if any(d < 0 for d in shape):
                 raise EngineError(f"{self.label}: output {t.name!r} has data-dependent shape {shape}")
             t.buf = DeviceBuffer(shape, t.dtype, mapped=mapped)
-        every = [*self.inputs, *self.outputs]
-        if self.named:
-            assert self.context is not None
-            for t in every:
-                assert t.buf is not None
-                self.context.set_tensor_address(t.name, t.buf.device_ptr)
-        else:
-            self._bindings = [0] * len(every)
-            for t in every:
-                assert t.buf is not None
-                self._bindings[t.index] = t.buf.device_ptr
+        assert self.context is not None
+        for t in [*self.inputs, *self.outputs]:
+            assert t.buf is not None
+            if self.context.set_tensor_address(t.name, t.buf.device_ptr) is False:
+                raise EngineError(f"{self.label}: TensorRT refused the buffer address of tensor {t.name!r}")
 
     # ---- infer ---------------------------------------------------------------------------------
 
@@ -247,8 +237,7 @@ class EngineRunner:
         start, end = self._ev
         start.record(self.stream)
         ctx: Any = self.context
-        ok = (ctx.execute_async_v3(self.stream.handle) if self.named
-              else ctx.execute_async_v2(self._bindings, self.stream.handle))
+        ok = ctx.execute_async_v3(self.stream.handle)
         end.record(self.stream)
         out = self.outputs[0]
         assert out.buf is not None
@@ -296,7 +285,7 @@ class EngineRunner:
         return {"inputs": [{"name": t.name, "dtype": str(t.dtype), "shape": list(t.shape)} for t in self.inputs],
                 "outputs": [{"name": t.name, "dtype": str(t.dtype), "shape": list(t.shape)} for t in self.outputs],
                 "profile": [list(s) for s in self.profile] if self.profile else None,
-                "api": "execute_async_v3" if self.named else "execute_async_v2",
+                "api": "execute_async_v3",
                 "mapped_host_memory": bool(self.mapped)}
 
 

@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opt-level", type=int, choices=range(6), metavar="N",
                    help="builder optimization level 0..5 (default: [build].opt_level)")
     p.add_argument("--sparse", action="store_true", default=None, help="2:4 structured sparse weights")
+    p.add_argument("--strict-int8", action="store_true", default=None,
+                   help="int8: layers without an int8 kernel run fp32, not fp16 (default: [build].strict_int8)")
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date engine exists")
 
     e = sub.add_parser("engines", help="the engine library: built engines with their metadata",
@@ -72,7 +74,8 @@ def run_build(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     plan = api.plan_build(settings, api.BuildRequest(
         model=args.name, precision=args.precision, backend=args.backend, calibrator=args.calibrator,
-        batch=args.batch, opt_level=args.opt_level, sparse=args.sparse, force=args.force))
+        batch=args.batch, opt_level=args.opt_level, sparse=args.sparse, strict_int8=args.strict_int8,
+        force=args.force))
     res = api.build(plan, progress=StderrProgress(), cancel=CancelToken())
     if args.json:
         print_json(res.as_dict())

@@ -38,10 +38,9 @@ machine TensorRT-RTX builds anywhere.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -51,14 +50,7 @@ from typing import Any
 
 from ncanvas_tui.engines import compat
 from ncanvas_tui.engines.plan import BuildPlan, BuildRequest, plan_build
-from ncanvas_tui.engines.store import (
-    NO_GPU,
-    TEMP_PREFIX,
-    Artefact,
-    EngineStore,
-    atomic_write_bytes,
-    atomic_write_json,
-)
+from ncanvas_tui.engines.store import NO_GPU, TEMP_PREFIX, Artefact, EngineStore
 from ncanvas_tui.errors import CancelledError, EngineError, ModelError
 from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
 
@@ -118,34 +110,49 @@ def _move_aside(path: Path, why: str) -> Path:
     return aside
 
 
-def read_timing_cache(path: Path) -> bytes:
-    """The timing cache bytes, b"" when absent. A file that does not match the checksum in its
-    sidecar (truncated, corrupt, foreign) is moved aside with a warning: never a crash."""
+def check_timing_cache(path: Path, accepts: Callable[[bytes], bool]) -> bool:
+    """A timing cache TensorRT refuses (truncated by a crash or a full disk, foreign) is moved aside with
+    a warning and the build goes on without it: never a failed build. True when ``path`` is usable."""
     if not path.is_file():
-        return b""
+        return False
     try:
         data = path.read_bytes()
     except OSError as e:
         _move_aside(path, f"unreadable timing cache ({e.strerror})")
-        return b""
-    meta_path = path.with_name(path.name + ".json")
+        return False
+    if not data or not accepts(data):
+        _move_aside(path, "corrupt timing cache (TensorRT refused it)")
+        return False
+    return True
+
+
+CALIBRATION_ALGOS = {"entropy2": b"EntropyCalibration2", "minmax": b"MinMaxCalibration"}
+
+
+def trt_version_tag(version: str) -> set[bytes]:
+    """The version numbers a TensorRT calibration cache header may carry for ``version``: TRT 8.x
+    writes major*1000+minor*100+patch ("TRT-8601-..."), 10.x and later major*10000+minor*100+patch
+    ("TRT-100300-...")."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:3]] + [0, 0, 0]
+    major, minor, patch = parts[:3]
+    return {str(major * 1000 + minor * 100 + patch).encode(), str(major * 10000 + minor * 100 + patch).encode()}
+
+
+def calibration_cache_problem(path: Path, version: str, calibrator: str) -> str | None:
+    """Why TensorRT would ignore this calibration cache (then it asks for data again); None: usable.
+    A cache is text: a 'TRT-<version>-<algorithm>' header, then 'tensor: hex' lines."""
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        ok = meta.get("sha256") == hashlib.sha256(data).hexdigest() and meta.get("size") == len(data)
-    except (OSError, ValueError, AttributeError):
-        ok = False
-    if not ok:
-        _move_aside(path, "corrupt timing cache (checksum does not match its sidecar)")
-        with contextlib.suppress(OSError):
-            meta_path.unlink()
-        return b""
-    return data
-
-
-def write_timing_cache(path: Path, data: bytes, version: str) -> None:
-    atomic_write_bytes(path, data)
-    atomic_write_json(path.with_name(path.name + ".json"),
-                      {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "tensorrt": version})
+        head = path.read_bytes()[:80].split(b"\n", 1)[0]
+    except OSError as e:
+        return f"unreadable ({e.strerror})"
+    m = re.fullmatch(rb"TRT-(\d+)-(\w+)", head.strip())
+    if m is None:
+        return "not a TensorRT calibration cache"
+    if m.group(1) not in trt_version_tag(version):
+        return f"written by another TensorRT ({head.decode(errors='replace')}, this is {version})"
+    if m.group(2) != CALIBRATION_ALGOS.get(calibrator, b""):
+        return f"written by another calibrator ({m.group(2).decode(errors='replace')})"
+    return None
 
 
 def _valid_calibration_cache(path: Path) -> bool:
@@ -219,7 +226,13 @@ def build(plan: BuildPlan, *, progress: Progress = no_progress, cancel: CancelTo
         if plan.backend == "onnxruntime":
             res.artefact = _build_onnxruntime(plan, store, progress, cancel)
         else:
-            res.artefact = _build_tensorrt(plan, store, progress, cancel)
+            # TensorRT builds (calibration included) run in a child process: cancel and Ctrl-C stop them
+            # at once on every version (TensorRT-RTX ignores KeyboardInterrupt in its logger callback),
+            # its temp files are removed, and Polygraphy binds there to the TensorRT flavour it needs
+            from ncanvas_tui.engines import subproc
+
+            res.artefact = subproc.call(_tensorrt_in_child, plan, what="build", progress=progress,
+                                        cancelled=cancel)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -305,7 +318,7 @@ def _check_cancel(cancel: CancelToken, phase: str) -> None:
 def prepare_onnx(plan: BuildPlan, progress: Progress, cancel: CancelToken) -> tuple[Path, list[str]]:
     """Step 1: the ONNX the parser reads (sanitized; fp16 or Q/DQ for strongly typed builds)."""
     from ncanvas_tui.engines.prep import sanitized_model_for
-    from ncanvas_tui.engines.quantize import fp16_model_for, qdq_model_for
+    from ncanvas_tui.engines.quantize import fp16_model_for, qdq_fp16_model_for, qdq_model_for
 
     settings, source = plan.settings, plan.source
     if plan.precision == "fp16" and plan.mode == "typed":
@@ -317,8 +330,11 @@ def prepare_onnx(plan: BuildPlan, progress: Progress, cancel: CancelToken) -> tu
             "Q/DQ model (quantization-aware training) used as it is"]
     if plan.quantization == "explicit":
         progress(0, 0, "explicit quantization (Q/DQ ONNX, symmetric int8)")
+        if plan.mode == "typed" and not plan.strict_int8:
+            return (qdq_fp16_model_for(plan, progress=progress, cancel=cancel),
+                    ["int8 from a symmetric Q/DQ ONNX, fp16 elsewhere (explicit quantization)"])
         return (qdq_model_for(plan, progress=progress, cancel=cancel),
-                ["int8 from a symmetric Q/DQ ONNX (explicit quantization)"])
+                ["int8 from a symmetric Q/DQ ONNX, fp32 elsewhere (explicit quantization)"])
     return sanitized_model_for(settings, source, progress=progress, cancel=cancel), []
 
 
@@ -333,49 +349,35 @@ def _parse(pg: Any, onnx: Path, strongly_typed: bool) -> tuple[Any, Any, Any]:
 
 
 class _TimingCache:
-    """Step 3a: the timing cache of this GPU + TensorRT version (validated; a rejected one moved aside)."""
+    """Step 3a: the timing cache of this GPU + TensorRT version, loaded and saved by Polygraphy
+    (``CreateConfig(load_timing_cache=...)``, ``EngineBytesFromNetwork(save_timing_cache=...)``: the file
+    is locked and merged, so two builds at once both add to it). One TensorRT refuses is moved aside."""
 
-    def __init__(self, plan: BuildPlan, store: EngineStore, notes: list[str]) -> None:
+    def __init__(self, plan: BuildPlan, store: EngineStore, builder: Any, notes: list[str]) -> None:
         feats, gpu = plan.features, plan.gpu
         assert feats is not None and gpu is not None
         self.path: Path | None = None
-        self.data = b""
-        self.config: Any = None
-        self.version = feats.version
-        want = plan.settings.build.timing_cache
-        path = store.timing_cache_path(plan.backend, feats.version, gpu.name)
-        if want and feats.timing_cache:
-            self.path, self.data = path, read_timing_cache(path)
-        elif want:
+        self.load: Path | None = None
+        if not plan.settings.build.timing_cache:
+            return
+        if not feats.timing_cache:
             notes.append("no timing cache (TensorRT-RTX compiles kernels at load time)")
-            if path.exists():
-                read_timing_cache(path)  # still validated: a corrupt file is moved aside, never used
-
-    def attach(self, config: Any) -> None:
-        """Called by Polygraphy's PostprocessConfig with the builder config."""
-        self.config = config
-        if self.path is None:
             return
-        with _capture() as cap:
-            compat.load_timing_cache(config, self.data)
-        if self.data and any("timing cache" in w.lower() for w in cap.warnings + cap.errors):
-            _move_aside(self.path, "TensorRT rejected the timing cache")
-            compat.load_timing_cache(config, b"")
-
-    def save(self) -> None:
-        if self.path is None or self.config is None:
-            return
-        data = compat.serialize_timing_cache(self.config)
-        if data:
-            try:
-                write_timing_cache(self.path, data, self.version)
-            except EngineError as e:  # the engine is saved; a cache we could not write is no failure
-                log.warning("%s", e)
+        self.path = store.timing_cache_path(plan.backend, feats.version, gpu.name)
+        config = builder.create_builder_config()
+        if check_timing_cache(self.path, lambda data: compat.timing_cache_ok(config, data)):
+            self.load = self.path
+            notes.append(f"timing cache: {self.path.name}")
 
 
 class _ImplicitCalibration:
     """Step 3b: TensorRT <= 10's implicit INT8 calibration: Polygraphy's Calibrator fed real images at
-    the OPT shape, with a cache per model, calibrator, OPT batch, TensorRT version and image set."""
+    the OPT shape, with a cache per model, calibrator, OPT batch, TensorRT version and image set.
+
+    The calibrator always has its data: TensorRT reads the cache first and asks for batches only when
+    it refuses it (another version, a damaged file), which then is moved aside. The data loader runs
+    under TensorRT's ``get_batch`` trampoline, which takes ANY exception for "end of data": the
+    ``Feed`` keeps it (cancel, Ctrl-C, unreadable images) and ``check_complete`` raises it again."""
 
     def __init__(self, plan: BuildPlan, store: EngineStore, input_name: str, trt: Any, pg: Any,
                  progress: Progress, cancel: CancelToken, notes: list[str]) -> None:
@@ -386,37 +388,39 @@ class _ImplicitCalibration:
         opt = plan.batch[1]
         self.final = store.calibration_cache_path(plan.source.entry.name, plan.source.sha256, plan.calibrator,
                                                   opt, feats.version, cal.key)
-        if self.final.exists() and not _valid_calibration_cache(self.final):
-            _move_aside(self.final, "corrupt calibration cache")
+        if self.final.exists():
+            problem = calibration_cache_problem(self.final, feats.version, plan.calibrator)
+            if problem:
+                _move_aside(self.final, f"calibration cache {problem}")
         self.tmp = self.final.with_name(f"{TEMP_PREFIX}{self.final.name}")
-        self.plan: calibrate.CalibrationSet | None = None
-        if self.final.is_file():
+        from ncanvas_tui.engines.subproc import claim
+
+        claim(self.tmp)
+        self.cached = self.final.is_file()
+        if self.cached:
             shutil.copyfile(self.final, self.tmp)
-            notes.append(f"calibration cache reused: {self.final.name}")
-        else:
-            self.plan = calibrate.CalibrationSet(folder=cal.folder, files=list(cal.files), batch=opt,
-                                                 batches=len(cal.files) // opt, skipped=[])
-        self.served = 0
-        pre = plan.source.entry.preprocess
-        cal_plan = self.plan
-
-        def data_loader() -> Iterator[dict[str, Any]]:
-            if cal_plan is None:
-                return
-            for x in calibrate.iter_batches(cal_plan, pre, progress=progress, cancelled=cancel):
-                self.served += 1
-                yield {input_name: x}
-
-        self.calibrator = pg.Calibrator(data_loader(), cache=str(self.tmp),
+        self.plan = calibrate.CalibrationSet(folder=cal.folder, files=list(cal.files), batch=opt,
+                                             batches=len(cal.files) // opt, skipped=[])
+        self.feed = calibrate.Feed(calibrate.iter_batches(self.plan, plan.source.entry.preprocess,
+                                                          progress=progress, cancelled=cancel), input_name)
+        self.notes = notes
+        self.calibrator = pg.Calibrator(self.feed, cache=str(self.tmp),
                                         BaseClass=compat.calibrator_base(trt, plan.calibrator), batch_size=opt)
 
     def check_complete(self) -> None:
-        if self.plan is not None and self.served < self.plan.batches:
-            raise EngineError(f"{self.plan.folder}: calibration stopped after {self.served} of "
+        """After the build: the data loader's own exception, else "stopped early", else fine."""
+        self.feed.raise_if_failed()
+        if self.cached and self.feed.served == 0:
+            self.notes.append(f"calibration cache reused: {self.final.name}")
+            return
+        if self.cached:  # TensorRT refused the cache and calibrated again: keep the new one
+            _move_aside(self.final, "TensorRT refused the calibration cache")
+        if self.feed.served < self.plan.batches:
+            raise EngineError(f"{self.plan.folder}: calibration stopped after {self.feed.served} of "
                               f"{self.plan.batches} batches (unreadable images or a batch of the wrong shape)")
 
     def keep(self) -> None:
-        if self.tmp.is_file() and self.tmp.stat().st_size and _valid_calibration_cache(self.tmp):
+        if self.tmp.is_file() and self.tmp.stat().st_size:
             os.replace(self.tmp, self.final)
 
     def cleanup(self) -> None:
@@ -434,6 +438,9 @@ def _config_kwargs(plan: BuildPlan, profile: Any, trt: Any, notes: list[str]) ->
         kw["fp16"] = True
     if plan.mode == "flags" and plan.precision == "int8":
         kw["int8"] = True
+        # layers without an int8 kernel: fp16 (as trtexec --best) unless --strict-int8 (then fp32)
+        kw["fp16"] = not plan.strict_int8 and feats.builder_flag_fp16
+    kw["tf32"] = plan.tf32  # Polygraphy clears TF32 unless asked
     if feats.optimization_level:
         kw["builder_optimization_level"] = plan.opt_level
     if plan.sparse:
@@ -442,6 +449,27 @@ def _config_kwargs(plan: BuildPlan, profile: Any, trt: Any, notes: list[str]) ->
         else:
             notes.append("2:4 sparse weights not supported by this TensorRT: ignored")
     return kw
+
+
+def _tensorrt_in_child(plan: BuildPlan, *, progress: ProgressFn | None = None,
+                       cancelled: Callable[[], bool] | None = None) -> Artefact:
+    """The TensorRT build, in the child process ``subproc`` starts (cancel there = termination)."""
+    token = _Polled(cancelled) if cancelled is not None else CancelToken()
+    return _build_tensorrt(plan, EngineStore(plan.settings), progress or no_progress, token)
+
+
+class _Polled(CancelToken):
+    """A token that asks a callable (the inline fallback when no child process could start)."""
+
+    __slots__ = ("_ask",)
+
+    def __init__(self, ask: Callable[[], bool]) -> None:
+        super().__init__()
+        self._ask = ask
+
+    @property
+    def cancelled(self) -> bool:
+        return self._ask()
 
 
 def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, cancel: CancelToken) -> Artefact:
@@ -457,8 +485,8 @@ def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, can
     notes += more
     _check_cancel(cancel, "before parsing")
     progress(2, 6, f"parsing {onnx.name}")
-    strongly_typed = feats.strongly_typed_only or (plan.mode == "typed" and plan.precision != "fp32")
-    builder, network, parser = _parse(pg, onnx, strongly_typed)
+    typed = feats.strongly_typed_only or (plan.mode == "typed" and plan.precision != "fp32")
+    builder, network, parser = _parse(pg, onnx, typed and feats.strongly_typed_flag)
     if network.num_inputs != 1:
         raise ModelError(f"{onnx}: TensorRT sees {network.num_inputs} inputs; an image classifier has one")
     inp = network.get_input(0)
@@ -468,16 +496,18 @@ def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, can
     progress(3, 6, "configuring")
     chw = plan.source.chw
     profile = pg.Profile().add(inp.name, min=(batch[0], *chw), opt=(batch[1], *chw), max=(batch[2], *chw))
-    timing = _TimingCache(plan, store, notes)
+    timing = _TimingCache(plan, store, builder, notes)
     calib = (_ImplicitCalibration(plan, store, inp.name, trt, pg, progress, cancel, notes)
              if plan.quantization == "implicit" and not plan.source.qat else None)
     kw = _config_kwargs(plan, profile, trt, notes)
     if calib is not None:
         kw["calibrator"] = calib.calibrator
+    if timing.load is not None:
+        kw["load_timing_cache"] = str(timing.load)
     monitor = compat.make_progress_monitor(trt, progress, cancel) if feats.progress_monitor else None
     if monitor is not None:
         kw["progress_monitor"] = monitor
-    config = pg.PostprocessConfig(pg.CreateConfig(**kw), lambda _b, _n, c: timing.attach(c))
+    config = pg.CreateConfig(**kw)
 
     try:
         _check_cancel(cancel, "before building")
@@ -485,18 +515,22 @@ def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, can
         tb = time.perf_counter()
         with _capture(forward=None if monitor is not None else progress) as cap:
             try:
-                host_mem = pg.EngineBytesFromNetwork((builder, network, parser), config=config)()
+                host_mem = pg.EngineBytesFromNetwork(
+                    (builder, network, parser), config=config,
+                    save_timing_cache=str(timing.path) if timing.path is not None else None)()
             except CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - PolygraphyException from a failed build
+                if calib is not None:
+                    calib.feed.raise_if_failed()  # the data loader's exception, not "build failed"
                 if (monitor is not None and getattr(monitor, "aborted", False)) or cancel():
                     raise CancelledError("build cancelled; nothing was written") from None
                 errs = [m for m in cap.errors if m] or [" ".join(str(e).split())]
                 raise EngineError(f"{onnx}: {plan.backend} build failed: {'; '.join(errs)[:400]}") from None
-        if host_mem is None or (monitor is not None and getattr(monitor, "aborted", False)):
-            raise CancelledError("build cancelled; nothing was written")
         if calib is not None:
             calib.check_complete()
+        if host_mem is None or (monitor is not None and getattr(monitor, "aborted", False)):
+            raise CancelledError("build cancelled; nothing was written")
         build_s = time.perf_counter() - tb
         _check_cancel(cancel, "after building")
         progress(5, 6, "saving engine")
@@ -506,7 +540,6 @@ def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, can
         store.save(record, memoryview(host_mem))
         if calib is not None:
             calib.keep()
-        timing.save()
         progress(6, 6, f"built {record.path.name} in {time.perf_counter() - t0:.1f} s")
         return record
     finally:

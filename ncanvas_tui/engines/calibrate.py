@@ -117,6 +117,34 @@ def iter_batches(cal: CalibrationSet, pre: Preprocess, *, progress: ProgressFn |
         yield norm(crops)
 
 
+class Feed:
+    """The data loader given to TensorRT's calibrator: ``{input_name: batch}`` per batch.
+
+    TensorRT's Python ``get_batch`` trampoline takes any exception from the loader for "end of
+    data": calibration would end early and the engine be built anyway. The Feed keeps the
+    exception instead (cancel, Ctrl-C, unreadable images), ends the data, and
+    ``raise_if_failed()`` raises it again after the build."""
+
+    def __init__(self, batches: Iterator[np.ndarray], input_name: str) -> None:
+        self.batches = batches
+        self.input_name = input_name
+        self.served = 0
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        try:
+            for x in self.batches:
+                self.served += 1
+                yield {self.input_name: x}
+        except BaseException as e:  # noqa: BLE001 - kept, raised again by raise_if_failed
+            self.error = e
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
 def sample_inputs(settings: Settings, entry: ModelEntry, *, count: int = 4) -> tuple[np.ndarray, str]:
     """A few real images for output comparisons (prep, checks): [paths].calibration, else the
     repo's test photos, else a deterministic synthetic batch. Returns (batch, where-from)."""

@@ -122,8 +122,9 @@ def features(trt: ModuleType) -> Features:
         implicit_int8_calibrators=hasattr(trt, "IInt8EntropyCalibrator2") and hasattr(trt, "IInt8MinMaxCalibrator"),
         progress_monitor=hasattr(trt, "IProgressMonitor"),
         strongly_typed_flag=typed_flag,
-        # TRT 11 and RTX dropped the weak-typing precision flags: networks are strongly typed.
-        strongly_typed_only=typed_flag and not fp16 and not int8,
+        # TRT 11 and RTX dropped the weak-typing precision flags: networks are strongly typed (detected
+        # by the flags' absence; the STRONGLY_TYPED creation flag is set only where it exists)
+        strongly_typed_only=not fp16 and not int8,
         optimization_level=hasattr(trt.IBuilderConfig, "builder_optimization_level"),
         memory_pool=hasattr(trt, "MemoryPoolType") and hasattr(trt.MemoryPoolType, "WORKSPACE"),
         # RTX keeps the timing-cache API as deprecated no-ops (and its deserializer wants a GPU).
@@ -148,35 +149,12 @@ def memory_pool_limits(trt: ModuleType, workspace_mib: int) -> dict[Any, int] | 
     return {trt.MemoryPoolType.WORKSPACE: int(workspace_mib) << 20}
 
 
-def set_workspace(config: trt_t.IBuilderConfig, trt: ModuleType, workspace_mib: int) -> None:
-    """Workspace limit on a raw builder config (memory pools on >= 8.4, max_workspace_size before)."""
-    if hasattr(trt, "MemoryPoolType"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    else:  # pragma: no cover - TensorRT < 8.4
-        setattr(config, "max_workspace_size", int(workspace_mib) << 20)  # noqa: B010 - gone from the stubs (TRT 10)
-
-
-def set_optimization_level(config: trt_t.IBuilderConfig, level: int) -> bool:
-    if hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = int(level)
-        return True
-    return False
-
-
-def load_timing_cache(config: trt_t.IBuilderConfig, data: bytes) -> trt_t.ITimingCache:
-    """A timing cache from bytes (b"" for an empty one), attached to ``config``."""
-    cache = config.create_timing_cache(data)
-    if cache is None:
-        raise EngineError("TensorRT could not create a timing cache")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    return cache
-
-
-def serialize_timing_cache(config: trt_t.IBuilderConfig) -> bytes | None:
-    cache = config.get_timing_cache()
-    if cache is None:
-        return None
-    return bytes(cache.serialize())
+def timing_cache_ok(config: trt_t.IBuilderConfig, data: bytes) -> bool:
+    """Whether TensorRT accepts ``data`` as a timing cache (a truncated or foreign file is refused)."""
+    try:
+        return config.create_timing_cache(data) is not None
+    except Exception:  # noqa: BLE001 - TensorRT raises RuntimeError / TypeError on garbage
+        return False
 
 
 def parser_errors(parser: trt_t.OnnxParser) -> list[str]:

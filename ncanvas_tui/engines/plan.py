@@ -40,6 +40,8 @@ class BuildRequest:
     batch: tuple[int, ...] | None = None
     opt_level: int | None = None
     sparse: bool | None = None
+    strict_int8: bool | None = None
+    tf32: bool | None = None
     force: bool = False
 
 
@@ -82,6 +84,8 @@ class BuildPlan:
     calibration: CalibrationImages | None
     opt_level: int
     sparse: bool
+    strict_int8: bool              # int8: no fp16 fallback for layers without an int8 kernel
+    tf32: bool                     # fp32 layers may use TF32 (TensorRT)
     force: bool
     key: ArtefactKey
     path: Path
@@ -161,6 +165,8 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
     if not 0 <= opt_level <= 5:
         raise EngineError(f"--opt-level must be 0..5, got {opt_level}")
     sparse = settings.build.sparse_weights if req.sparse is None else bool(req.sparse)
+    strict = settings.build.strict_int8 if req.strict_int8 is None else bool(req.strict_int8)
+    tf32 = settings.build.tf32 if req.tf32 is None else bool(req.tf32)
     backend = resolve_build_backend(req.backend, settings)
     if backend not in BUILD_BACKENDS:
         raise EngineError(f"backend must be one of {', '.join(BUILD_BACKENDS)}, got {backend!r}")
@@ -180,7 +186,7 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
         version = feats.version
     else:
         gpu_key, version = "cpu", ""
-        sparse = False   # a TensorRT option
+        sparse = tf32 = False   # TensorRT options
     calibrated = req.precision == "int8" and not source.qat
     cal: CalibrationImages | None = None
     if calibrated:
@@ -188,7 +194,10 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
         files = calibrate.calibration_images(folder, need=batch[1])
         used = tuple(files[: settings.build.calibration_batches * batch[1]])
         cal = CalibrationImages(folder=folder, files=used, key=image_set_key(used))
-    options = (("sparse", "1"),) if sparse else ()
+    strict = strict and req.precision == "int8" and backend != "onnxruntime"
+    options = tuple((k, "1") for k, on in (("sparse", sparse), ("strict_int8", strict)) if on)
+    if backend != "onnxruntime":
+        options += (("tf32", "1" if tf32 else "0"),)
     key = ArtefactKey(model=source.entry.name, model_sha256=source.sha256, backend=backend,
                       backend_version=version, precision=req.precision,
                       batch=batch if backend != "onnxruntime" else DYNAMIC, gpu=gpu_key,
@@ -196,6 +205,6 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
                       calibration_set=cal.key if cal is not None else None, options=options)
     return BuildPlan(settings=settings, source=source, backend=backend, precision=req.precision, batch=batch,
                      calibrator=calibrator if calibrated else None, calibration=cal, opt_level=opt_level,
-                     sparse=sparse, force=req.force, key=key, path=EngineStore(settings).path_for(key),
+                     sparse=sparse, strict_int8=strict, tf32=tf32, force=req.force, key=key, path=EngineStore(settings).path_for(key),
                      features=feats, gpu=gpu, notes=tuple(notes))
 

@@ -97,6 +97,40 @@ def qdq_model_for(plan: BuildPlan, *, progress: Progress = no_progress, cancel: 
     return out
 
 
+def qdq_fp16_model_for(plan: BuildPlan, *, progress: Progress = no_progress,
+                       cancel: CancelToken = NEVER) -> Path:
+    """The Q/DQ ONNX with everything outside the Q/DQ pairs in fp16 (inputs/outputs and the Q/DQ
+    scales kept fp32): what a strongly typed build (TensorRT 11, RTX) makes int8 *and* fp16 from, as
+    trtexec --best does with flags. Without it every layer that has no int8 kernel runs in fp32."""
+    from ncanvas_tui.engines import subproc
+    from ncanvas_tui.engines.store import EngineStore
+
+    qdq = qdq_model_for(plan, progress=progress, cancel=cancel)
+    out = qdq.with_name(qdq.name.removesuffix(".onnx") + ".fp16.onnx")
+    with EngineStore(plan.settings).lock(out.name):
+        src_sha = get_meta(qdq).get("source_sha256")
+        if out.is_file() and get_meta(out).get("source_sha256") == src_sha and src_sha:
+            return out
+        progress(0, 0, "fp16 outside the Q/DQ pairs (strongly typed int8 + fp16)")
+        subproc.call(_qdq_fp16, qdq, out, what="fp16 conversion", progress=progress, cancelled=cancel)
+    return out
+
+
+def _qdq_fp16(qdq: Path, out: Path, *, progress: ProgressFn | None = None,
+              cancelled: Callable[[], bool] | None = None) -> None:
+    """``qdq_fp16_model_for``'s work, in the child process."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = load_onnx(qdq)
+    try:
+        m16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False,
+                                       op_block_list=["QuantizeLinear", "DequantizeLinear"])
+    except Exception as e:  # noqa: BLE001
+        raise EngineError(f"{qdq}: fp16 conversion failed: {' '.join(str(e).split())[:240]}") from None
+    set_meta(m16, derived="int8-trt-fp16")  # the ncanvas.* metadata (source sha256, ...) is kept
+    save_onnx(m16, out)
+
+
 _COMPUTE = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 _PASSTHROUGH = ("Flatten", "Reshape", "Softmax", "Squeeze", "Identity", "Transpose", "Cast")
 

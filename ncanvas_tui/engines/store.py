@@ -74,6 +74,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(name)
+    _claim(tmp)
     try:
         yield tmp
         _fsync_file(tmp)
@@ -82,6 +83,13 @@ def atomic_path(target: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _claim(tmp: Path) -> None:
+    """In a build's child process: tell the parent about the temp file (removed if the child is killed)."""
+    from ncanvas_tui.engines.subproc import claim
+
+    claim(tmp)
 
 
 def _fsync_file(path: Path) -> None:
@@ -98,6 +106,7 @@ def atomic_write_bytes(target: Path, data: bytes | memoryview) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=target.suffix, dir=target.parent)
     tmp = Path(name)
+    _claim(tmp)
     try:
         try:
             with contextlib.suppress(OSError):
