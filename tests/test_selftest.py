@@ -10,7 +10,8 @@ import pytest
 from conftest import has_cuda
 
 from ncanvas_tui.engines import compat
-from ncanvas_tui.engines.selftest import STEPS, gpu_selftest, tiny_classifier
+from ncanvas_tui.engines.acceptance import acceptance_run
+from ncanvas_tui.engines.selftest import tiny_classifier
 
 has_rtx = compat.available("tensorrt-rtx")
 has_trt = compat.available("tensorrt")
@@ -32,69 +33,66 @@ def test_tiny_classifier_runs_on_onnxruntime_at_any_batch(tmp_path: Path) -> Non
         assert y.shape == (n, 10) and np.isfinite(y).all()
 
 
-@pytest.mark.skipif(has_trt, reason="the real TensorRT is installed here")
-def test_without_tensorrt_the_report_says_so_and_skips_the_rest(settings) -> None:
+STEPS = ["onnxruntime", "tensorrt", "gpu", "build fp32", "build fp16", "build int8", "int8 cache reuse",
+         "int8 foreign cache", "timing cache", "second process", "vs onnxruntime", "vs polygraphy", "latency",
+         "cancel"]
+
+
+@pytest.mark.skipif(has_trt or has_rtx, reason="a TensorRT flavour is installed here")
+def test_without_tensorrt_every_step_says_why_it_did_not_run(settings) -> None:
     messages: list[str] = []
-    rep = gpu_selftest(settings, messages.append, backend="tensorrt")
+    rep = acceptance_run(settings, messages.append)
     steps = _steps(rep)
-    assert list(steps) == list(STEPS)
-    assert steps["onnx"] is True and steps["onnxruntime"] is True
-    assert steps["tensorrt"] is False
-    assert steps["gpu"] is has_cuda()          # the GPU is still checked and reported
-    assert all(steps[s] is None for s in ("build", "run", "compare"))
+    assert list(steps) == STEPS
+    assert steps["onnxruntime"] is True and steps["tensorrt"] is None
+    assert all(steps[s] is None for s in STEPS[3:])
     detail = next(s["detail"] for s in rep["steps"] if s["step"] == "tensorrt")
-    assert detail.startswith("TensorRT not importable")
+    assert detail.startswith("not run here: TensorRT not importable")
     assert rep["ok"] is False
-    assert any(m.startswith("tensorrt: FAIL") for m in messages)
 
 
 @pytest.mark.rtx
+@pytest.mark.slow
 @pytest.mark.skipif(not has_rtx, reason="tensorrt-rtx-cu13 not installed")
-def test_tensorrt_rtx_builds_the_tiny_engine_even_without_a_gpu(settings, tmp_path: Path) -> None:
-    rep = gpu_selftest(settings, backend="tensorrt-rtx", keep=tmp_path)
+def test_the_acceptance_run_with_tensorrt_rtx_here(settings, tmp_path: Path) -> None:
+    """What runs here runs for real (RTX builds, cache reuse, cancel by token and by SIGINT); what needs
+    a GPU says "not run here"; the exit is non-zero; a Markdown copy is written."""
+    messages: list[str] = []
+    rep = acceptance_run(settings, messages.append, backend="tensorrt-rtx", keep=tmp_path)
     steps = _steps(rep)
-    assert steps["tensorrt"] is True and steps["build"] is True, rep
-    plans = list((tmp_path / "engines").glob("ncanvas_selftest.tensorrt-rtx.fp32.*.plan"))
-    assert plans and plans[0].stat().st_size > 10_000
-    assert plans[0].with_name(plans[0].name + ".json").is_file()
+    assert list(steps) == STEPS, rep
+    for s in ("onnxruntime", "tensorrt", "build fp32", "build fp16", "build int8", "int8 cache reuse",
+              "int8 foreign cache", "timing cache", "cancel"):
+        assert steps[s] is True, (s, rep)
+    detail = {s["step"]: s["detail"] for s in rep["steps"]}
+    assert "calibrated nothing" in detail["int8 cache reuse"]
+    assert detail["int8 foreign cache"].startswith("n/a") and detail["timing cache"].startswith("n/a")
+    assert "token: stopped, nothing written" in detail["cancel"] and "SIGINT: exit 130" in detail["cancel"]
+    plans = sorted((tmp_path / "engines").glob("efficientnet_lite0.tensorrt-rtx.*.plan"))
+    assert len(plans) == 3 and set(rep["artefacts"]) == {"fp32", "fp16", "int8"}
     if not has_cuda():
-        assert steps["gpu"] is False and steps["run"] is None and rep["ok"] is False
-        gpu_detail = next(s["detail"] for s in rep["steps"] if s["step"] == "gpu")
-        assert gpu_detail.startswith("no GPU:")
+        assert steps["gpu"] is None and rep["ok"] is False
+        assert all(steps[s] is None for s in ("second process", "vs onnxruntime", "vs polygraphy", "latency"))
+    md = Path(rep["markdown"])
+    assert md.is_file() and md.parent == settings.paths.output and "| build int8 | pass |" in md.read_text()
 
 
-@pytest.mark.skipif(has_trt, reason="the real TensorRT is installed here")
+@pytest.mark.skipif(has_trt or has_rtx, reason="a TensorRT flavour is installed here")
 def test_doctor_gpu_selftest_json_and_exit_code(cli, settings_path: Path) -> None:
     out = cli("doctor", "--gpu-selftest", "--json", "--settings", str(settings_path))
     data = json.loads(out.stdout)
     st = data["selftest"]
-    assert [s["step"] for s in st["steps"]] == list(STEPS)
+    assert [s["step"] for s in st["steps"]] == STEPS
     assert st["ok"] is False and out.returncode == 1
     text = cli("doctor", "--gpu-selftest", "--settings", str(settings_path))
-    assert "GPU self-test" in text.stdout and "FAIL" in text.stdout
+    assert "GPU self-test" in text.stdout and "NOT PROVEN" in text.stdout and "not run here" in text.stdout
 
 
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not (has_trt and has_cuda()), reason="needs TensorRT and a GPU (a Jetson with JetPack)")
-def test_full_selftest_passes_on_a_tensorrt_machine(settings) -> None:
-    rep = gpu_selftest(settings, backend="tensorrt")
+def test_full_acceptance_run_passes_on_a_tensorrt_machine(settings) -> None:
+    rep = acceptance_run(settings, backend="tensorrt")
     assert rep["ok"] is True, rep
-    assert rep["max_abs_diff"] <= 1e-2
-
-
-def test_the_model_sidecar_is_written_whole_or_not_at_all(settings, tmp_path: Path, monkeypatch) -> None:
-    import os
-
-    def no_space(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", no_space)
-    rep = gpu_selftest(settings, backend="tensorrt", keep=tmp_path)
-    assert _steps(rep)["onnx"] is False
-    assert "No space left on device" in next(s["detail"] for s in rep["steps"] if s["step"] == "onnx")
-    models = tmp_path / "models"
-    assert not (models / "ncanvas_selftest.onnx.json").exists()  # no half-written sidecar
-    assert [p.name for p in models.iterdir() if p.name.startswith(".")] == []  # and no temp file
 
 
 def test_the_sidecar_replaces_an_old_one_atomically(tmp_path: Path, monkeypatch) -> None:
