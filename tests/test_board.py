@@ -13,7 +13,7 @@ import pytest
 
 from ncanvas_tui import board
 from ncanvas_tui.bench import pareto_front, pick_for_budget
-from ncanvas_tui.board import power, sysfs
+from ncanvas_tui.board import power
 from ncanvas_tui.board.capture import MANIFEST, read_everything
 from ncanvas_tui.board.sysroot import Fs
 
