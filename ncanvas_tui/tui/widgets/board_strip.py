@@ -1,25 +1,29 @@
 """The board strip: one line with the board's power, GPU load and clock, hottest temperature,
 RAM and a THROTTLED mark, on every screen (``[tui].board_strip``).
 
-About once a second a thread worker reads the board (``board.shared_reader()``: sysfs files,
-NVML) and posts a ``BoardUpdate``; the handler only sets the text, so the event loop never
-waits on a file or a library. Only the figures this machine exposes are shown; with none the
-strip hides itself. The strip of a screen that is not shown does not read.
+A thread worker of the strip reads the board (``board.shared_reader()``: sysfs files, NVML)
+about once a second and posts a ``BoardUpdate``; the handler only sets the text (and only when
+it changed), so the event loop never waits on a file or a library. The worker is woken by a
+once-a-second timer while the strip's screen is shown: a screen in the background reads
+nothing. Only the figures this machine exposes are shown; with none the strip hides itself.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.widgets import Static
-from textual.worker import Worker
+from textual.worker import Worker, get_current_worker
 
 from ncanvas_tui.tui.messages import BoardUpdate
 
 INTERVAL_S = 1.0
+#: the worker group of the strip's reader (test helpers that wait for idle workers leave it out)
+GROUP = "board-strip"
 
 
 class BoardStrip(Static):
@@ -34,22 +38,37 @@ class BoardStrip(Static):
         #: seconds the event loop spent on this strip (tick + update), for bench/bench_tui.py
         self.ui_s = 0.0
         self.updates = 0
+        self._text: Text | None = None
+        self._reader_wake = threading.Event()
+        self._reader_stop = threading.Event()
 
     def on_mount(self) -> None:
-        self._read()
+        self._reader_wake.set()  # a first reading at once
+        self._reader()
         self.set_interval(INTERVAL_S, self._tick)
+
+    def on_unmount(self) -> None:
+        self._reader_stop.set()
+        self._reader_wake.set()
 
     def _tick(self) -> None:
         t0 = time.perf_counter()
         if self.screen.is_current:
-            self._read()
+            self._reader_wake.set()
         self.ui_s += time.perf_counter() - t0
 
-    @work(thread=True, exclusive=True, group="board-strip", exit_on_error=False, description="board strip")
-    def _read(self) -> None:
+    @work(thread=True, exclusive=True, group=GROUP, exit_on_error=False, description="board strip")
+    def _reader(self) -> None:
         from ncanvas_tui.board.state import shared_reader
 
-        self.post_message(BoardUpdate(shared_reader().read()))
+        worker = get_current_worker()
+        reader = shared_reader()
+        while True:
+            self._reader_wake.wait()
+            if self._reader_stop.is_set() or worker.is_cancelled:
+                return
+            self._reader_wake.clear()
+            self.post_message(BoardUpdate(reader.read()))
 
     @on(Worker.StateChanged)
     def _own_worker(self, event: Worker.StateChanged) -> None:
@@ -60,9 +79,12 @@ class BoardStrip(Static):
         message.stop()
         self.state = message.state
         text = strip_text(message.state)
-        self.set_class(text is None, "-empty")
-        if text is not None:
-            self.update(text)
+        if text != self._text:
+            shown = self._text is not None
+            self._text = text
+            self.set_class(text is None, "-empty")
+            if text is not None:
+                self.update(text, layout=not shown)  # one line of fixed size: no layout pass once shown
         self.updates += 1
         self.ui_s += time.perf_counter() - t0
 
