@@ -347,6 +347,65 @@ print(board.conditions_snapshot()['board'], board.power_source('gpu'))
     assert r.stdout.startswith("NVIDIA Jetson Orin Nano") and "Ina3221Source" in r.stdout
 
 
+# ---- NVML -------------------------------------------------------------------------------------------------------
+
+def _stand_in_nvml(calls: list[str]):
+    """A stand-in for pynvml's module surface (the real library runs in the gpu test below)."""
+    import types
+
+    fake = types.ModuleType("pynvml")
+    fake.NVML_CLOCK_GRAPHICS, fake.NVML_TEMPERATURE_GPU = 0, 0
+    fake.nvmlClocksEventReasonGpuIdle, fake.nvmlClocksEventReasonSwThermalSlowdown = 0x1, 0x20
+    fake.nvmlClocksEventReasonSwPowerCap, fake.nvmlClocksEventReasonHwSlowdown = 0x4, 0x8
+    energy = [5_000_000]
+
+    def rec(name, value):
+        def fn(*args):
+            calls.append(name if not args else f"{name}{args}")
+            return value() if callable(value) else value
+        return fn
+
+    def tick():
+        energy[0] += 1500
+        return energy[0]
+
+    fake.nvmlInit = rec("init", None)
+    fake.nvmlDeviceGetHandleByIndex = rec("by_index", "h")
+    fake.nvmlDeviceGetHandleByUUID = rec("by_uuid", "h")
+    fake.nvmlDeviceGetName = rec("name", b"Stand-in GPU")
+    fake.nvmlDeviceGetPowerUsage = rec("power", 150_000)                    # mW
+    fake.nvmlDeviceGetTotalEnergyConsumption = rec("energy", tick)         # mJ
+    fake.nvmlDeviceGetUtilizationRates = rec("util", types.SimpleNamespace(gpu=87, memory=10))
+    fake.nvmlDeviceGetClockInfo = rec("clock", 1755)
+    fake.nvmlDeviceGetMaxClockInfo = rec("max_clock", 1980)
+    fake.nvmlDeviceGetTemperature = rec("temp", 64)
+    fake.nvmlDeviceGetCurrentClocksEventReasons = rec("reasons", 0x20 | 0x1)  # thermal slowdown (+ idle)
+    return fake
+
+
+def test_nvml_readings_and_what_they_mean(monkeypatch) -> None:
+    from ncanvas_tui.board import nvml
+
+    calls: list[str] = []
+    monkeypatch.setitem(sys.modules, "pynvml", _stand_in_nvml(calls))
+    monkeypatch.setattr(nvml, "_STATE", {})
+    monkeypatch.delenv(board.ENV, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234,GPU-5678")
+    empty = Fs(BOARDS / "empty")  # no Jetson files: a desktop
+    src = board.power_source("gpu", empty)
+    assert src is not None and src.name == "nvml" and src.kinds == {"gpu": "j"}
+    assert "by_uuid('GPU-1234',)" in calls                      # the first visible GPU does the work
+    assert src.read() == {"gpu": pytest.approx(5003.0)}         # the energy counter in J
+    c = board.conditions_snapshot(empty)
+    assert (c["gpu"], c["gpu_mhz"], c["gpu_max_mhz"], c["temps_c"]) == ("Stand-in GPU", 1755, 1980, {"gpu": 64.0})
+    assert c["throttled"] is True and c["jetson_clocks"] is None
+    live = board.LiveReader(empty).read()
+    assert (live["power_w"], live["gpu_pct"], live["gpu_mhz"], live["temp_c"]) == (150.0, 87.0, 1755, 64.0)
+    assert board.power_source("cpu", empty) is None             # CPU work is not the GPU's power
+    monkeypatch.setenv(board.ENV, str(BOARDS / "empty"))
+    assert nvml.device() is None                                # replaying a tree: no live library
+
+
 # ---- NVML on a real GPU --------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
