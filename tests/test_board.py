@@ -165,6 +165,30 @@ def test_sampler_on_orin_tree_reads_8_watts(sysroot) -> None:
     assert win.probes and win.probes[0]["gpu_mhz"] == 612.0
 
 
+def test_a_source_whose_readings_fail_gives_unknown_energy_and_does_not_hold_the_bench() -> None:
+    import time
+
+    class Failing(board.PowerSource):
+        name, total = "broken", "x"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.kinds = {"x": "w"}
+
+        def read(self) -> dict[str, float]:
+            raise OSError(61, "No data available")  # what a disabled INA3221 channel answers
+
+    meter = board.EnergyMeter("cpu", source=Failing(), fs=Fs(BOARDS / "empty"), hz=50)
+    s = meter.sampler()
+    assert s is not None
+    s.start()
+    t0 = time.monotonic()
+    while not s.enough():
+        time.sleep(0.01)
+    assert time.monotonic() - t0 < 5           # gave up after 3 x 20 readings' time, not the bench's 10 s
+    assert meter.row(s, 50.0)["energy_mj_per_image"] is None and meter.report()["power"] is None
+
+
 def test_meter_row_is_power_over_throughput(sysroot) -> None:
     sysroot("orin-nano-jp6")
     meter = board.EnergyMeter("gpu", hz=50)

@@ -227,8 +227,11 @@ class PowerSampler:
         return len(self.samples)
 
     def enough(self) -> bool:
-        """At least ``min_samples`` readings so far."""
-        return len(self.samples) >= self.min_samples
+        """At least ``min_samples`` readings so far, or a source that failed to give them in three
+        times the time they take (its readings fail: waiting longer would not help)."""
+        if len(self.samples) >= self.min_samples:
+            return True
+        return self._t0 > 0 and time.perf_counter() - self._t0 > 3 * self.min_samples * self.period
 
     def sample(self) -> None:
         t = time.perf_counter()
