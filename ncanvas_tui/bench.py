@@ -170,8 +170,9 @@ def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: 
     }
     result["infer_vs_raw"] = round(result["infer_only_ms"] / max(result["raw_infer_ms"], 1e-9), 3)
     # energy over the whole-pipeline loop: average power / images per second
-    result.update(meter.row(sampler, result["images_per_s"]) if meter is not None else
-                  {"energy_mj_per_image": None, "images_per_joule": None})
+    energy: dict[str, Any] = (meter.row(sampler, result["images_per_s"]) if meter is not None else
+                              {"energy_mj_per_image": None, "images_per_joule": None})
+    result.update(energy)
     result["preprocess_ms_per_image"] = round(result["preprocess_ms"] / batch, 3)
     if gpu_ms:
         # GPU compute (CUDA events around execute) vs host time of the same calls (copies, launch, sync)

@@ -145,9 +145,9 @@ def cpu_freqs(fs: Fs) -> list[tuple[int, int, int]]:
         if not re.fullmatch(r"cpu\d+", item):
             continue
         d = f"{CPUS}/{item}/cpufreq"
-        vals = [fs.read_int(f"{d}/scaling_{k}_freq") for k in ("min", "max", "cur")]
-        if all(v is not None for v in vals):
-            out.append((vals[0], vals[1], vals[2]))  # type: ignore[arg-type]
+        lo, hi, cur = (fs.read_int(f"{d}/scaling_{k}_freq") for k in ("min", "max", "cur"))
+        if lo is not None and hi is not None and cur is not None:
+            out.append((lo, hi, cur))
     return out
 
 
