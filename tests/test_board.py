@@ -44,7 +44,7 @@ def test_orin_nano_jp6_reads_like_jtop(sysroot) -> None:
     c = board.conditions_snapshot()
     assert c == {"board": "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super", "l4t": "36.4.0",
                  "nvpmodel": {"id": 2, "name": "MAXN_SUPER"}, "jetson_clocks": False,
-                 "gpu_mhz": 612.0, "gpu_max_mhz": 1020.0,
+                 "gpu_mhz": 612.0, "gpu_max_mhz": 1020.0, "gpu_min_mhz": 306.0,
                  # cv0-thermal reads -256 C (off): left out
                  "temps_c": {"cpu-thermal": 48.5, "gpu-thermal": 52.3, "soc0-thermal": 47.9, "tj-thermal": 52.1},
                  "throttled": False}
@@ -91,7 +91,7 @@ def test_empty_tree_invents_nothing(sysroot) -> None:
     assert board.power_source("gpu") is None and board.power_source("cpu") is None
     c = board.conditions_snapshot()
     assert c == {"board": None, "l4t": None, "nvpmodel": None, "jetson_clocks": None, "gpu_mhz": None,
-                 "gpu_max_mhz": None, "temps_c": {}, "throttled": None}
+                 "gpu_max_mhz": None, "gpu_min_mhz": None, "temps_c": {}, "throttled": None}
     assert board.describe_live(board.LiveReader().read()) == []
     meter = board.EnergyMeter("gpu")
     assert meter.sampler() is None

@@ -2,7 +2,7 @@
 live figures of the TUI's board strip.
 
 ``conditions_snapshot()`` -> {"board", "l4t", "nvpmodel", "jetson_clocks", "gpu_mhz", "gpu_max_mhz",
-"temps_c", "throttled"} (+ "gpu" on a desktop GPU): what ``bench`` reports, and what history runs
+"gpu_min_mhz", "temps_c", "throttled"} (+ "gpu" on a desktop GPU): what ``bench`` reports, and what history runs
 and engine sidecars record. ``LiveReader().read()`` -> the strip's figures, power included (a
 counter-based source needs two reads: the first gives no power).
 """
@@ -23,7 +23,7 @@ def conditions_snapshot(fs: Fs | None = None) -> dict[str, Any]:
         return _conditions(fs or Fs())
     except Exception:  # noqa: BLE001 - a state reader must never fail the work it describes
         return {k: None for k in ("board", "l4t", "nvpmodel", "jetson_clocks", "gpu_mhz", "gpu_max_mhz",
-                                  "temps_c", "throttled")}
+                                  "gpu_min_mhz", "temps_c", "throttled")}
 
 
 def _conditions(fs: Fs) -> dict[str, Any]:
@@ -39,6 +39,7 @@ def _conditions(fs: Fs) -> dict[str, Any]:
         "jetson_clocks": sysfs.clocks_locked(gpu, sysfs.cpu_freqs(fs)) if jetson else None,
         "gpu_mhz": gpu["mhz"],
         "gpu_max_mhz": gpu["max_mhz"],
+        "gpu_min_mhz": gpu["min_mhz"],
         "temps_c": therm.temps_c,
         "throttled": therm.throttled,
     }
