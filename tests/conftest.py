@@ -35,6 +35,7 @@ def write_settings(path: Path, text: str = "") -> Path:
 def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the user's environment: settings, keys, telemetry."""
     monkeypatch.delenv("NCANVAS_SETTINGS", raising=False)
+    monkeypatch.delenv("NCANVAS_SYSROOT", raising=False)  # board state: the real one unless a test replays a tree
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
     monkeypatch.setenv("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")

@@ -319,7 +319,8 @@ def test_capture_board_round_trips(name, tmp_path) -> None:
     assert json.loads((tmp_path / "cap" / MANIFEST).read_text())["files"] == cap["files"]
 
 
-def test_capture_of_this_machine_replays_the_same_conditions(tmp_path) -> None:
+def test_capture_of_this_machine_replays_the_same_conditions(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(board.ENV, "/")  # files only: a live NVML GPU would read differently a moment later
     cap = board.capture_board(tmp_path / "here", base=Path("/"))
     assert board.conditions_snapshot(Fs(tmp_path / "here")) == cap["state"]["conditions"]
 

@@ -45,8 +45,8 @@ class Fs:
         except (OSError, ValueError):
             return None
         if self.record is not None:
-            with self._lock:
-                self.record[rel.lstrip("/")] = data
+            with self._lock:  # the first reading is kept: what the first reader (the conditions) saw
+                self.record.setdefault(rel.lstrip("/"), data)
         return data
 
     def read(self, rel: str) -> str | None:
