@@ -64,9 +64,13 @@ class BoardStrip(Static):
         worker = get_current_worker()
         reader = shared_reader()
         while True:
-            self._reader_wake.wait()
+            # woken by the timer (screen shown) or unmount; the timeout bounds how long a cancelled
+            # worker that nobody woke can keep its thread (an exiting interpreter joins it)
+            woke = self._reader_wake.wait(timeout=2.0)
             if self._reader_stop.is_set() or worker.is_cancelled:
                 return
+            if not woke:
+                continue
             self._reader_wake.clear()
             self.post_message(BoardUpdate(reader.read()))
 
