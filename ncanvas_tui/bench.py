@@ -247,26 +247,9 @@ def format_power(p: dict[str, Any] | None) -> str:
 
 
 def format_conditions(c: dict[str, Any]) -> str:
-    parts = []
-    if c.get("board") or c.get("gpu"):
-        parts.append(str(c.get("board") or c.get("gpu")))
-    if c.get("l4t"):
-        parts.append(f"L4T {c['l4t']}")
-    mode = c.get("nvpmodel")
-    if mode:
-        parts.append(f"nvpmodel {mode.get('name') or '?'} ({mode.get('id')})")
-    if c.get("jetson_clocks") is not None:
-        parts.append(f"jetson_clocks {'on' if c['jetson_clocks'] else 'off'}")
-    if c.get("gpu_mhz") is not None:
-        parts.append(f"GPU {c['gpu_mhz']:g}/{c['gpu_max_mhz']:g} MHz" if c.get("gpu_max_mhz") is not None
-                     else f"GPU {c['gpu_mhz']:g} MHz")
-    temps = c.get("temps_c") or {}
-    if temps:
-        zone, t = max(temps.items(), key=lambda kv: kv[1])
-        parts.append(f"hottest {t:.1f}°C ({zone})")
-    if c.get("throttled") is not None:
-        parts.append("THROTTLED" if c["throttled"] else "not throttled")
-    return "conditions: " + (" · ".join(parts) if parts else "unknown (no board state readable here)")
+    from ncanvas_tui.board import describe_conditions
+
+    return "conditions: " + describe_conditions(c)
 
 
 # ---- bench --all: accuracy vs latency of every model/precision here, Pareto front, budget ----------

@@ -351,6 +351,12 @@ def test_history_runs_record_the_conditions(settings, monkeypatch) -> None:
     inf = store.get_run(run)["inferences"][0]
     assert inf["conditions"]["l4t"] == "36.4.0" and inf["conditions"]["jetson_clocks"] is False
     assert '"conditions"' in store.export(run, "json")
+    assert ("Conditions: NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super · L4T 36.4.0 · "
+            "nvpmodel MAXN_SUPER (2) · jetson_clocks off · GPU 612/1020 MHz") in store.export(run, "md")
+    monkeypatch.setenv(board.ENV, str(BOARDS / "empty"))
+    bare = store.record_inference({"model": "m", "backend": "onnxruntime", "precision": "fp32", "results": [],
+                                   "errors": [], "timing_ms": {}})
+    assert "Conditions:" not in store.export(bare, "md")  # nothing known: no line
 
 
 def test_board_needs_neither_textual_nor_nvml() -> None:

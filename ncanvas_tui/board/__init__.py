@@ -21,9 +21,9 @@ from __future__ import annotations
 from ncanvas_tui.board.capture import CaptureError, capture_board
 from ncanvas_tui.board.meter import EnergyMeter, backend_device
 from ncanvas_tui.board.power import PowerSampler, PowerSource, PowerWindow, integrate, power_source
-from ncanvas_tui.board.state import LiveReader, conditions_snapshot, describe_live
+from ncanvas_tui.board.state import LiveReader, conditions_snapshot, describe_conditions, describe_live
 from ncanvas_tui.board.sysroot import ENV, Fs, root
 
 __all__ = ["ENV", "CaptureError", "EnergyMeter", "Fs", "LiveReader", "PowerSampler", "PowerSource",
-           "PowerWindow", "backend_device", "capture_board", "conditions_snapshot", "describe_live",
+           "PowerWindow", "backend_device", "capture_board", "conditions_snapshot", "describe_conditions", "describe_live",
            "integrate", "power_source", "root"]

@@ -165,3 +165,28 @@ def shared_reader() -> LiveReader:
         if key not in _SHARED:
             _SHARED[key] = LiveReader()
         return _SHARED[key]
+
+
+def describe_conditions(c: dict[str, Any]) -> str:
+    """One line for people: "board · L4T 36.4.0 · nvpmodel MAXN_SUPER (2) · jetson_clocks off ·
+    GPU 612/1020 MHz · hottest 52.3°C (gpu-thermal) · not throttled" (only what is known)."""
+    parts = []
+    if c.get("board") or c.get("gpu"):
+        parts.append(str(c.get("board") or c.get("gpu")))
+    if c.get("l4t"):
+        parts.append(f"L4T {c['l4t']}")
+    mode = c.get("nvpmodel")
+    if mode:
+        parts.append(f"nvpmodel {mode.get('name') or '?'} ({mode.get('id')})")
+    if c.get("jetson_clocks") is not None:
+        parts.append(f"jetson_clocks {'on' if c['jetson_clocks'] else 'off'}")
+    if c.get("gpu_mhz") is not None:
+        parts.append(f"GPU {c['gpu_mhz']:g}/{c['gpu_max_mhz']:g} MHz" if c.get("gpu_max_mhz") is not None
+                     else f"GPU {c['gpu_mhz']:g} MHz")
+    temps = c.get("temps_c") or {}
+    if temps:
+        zone, t = max(temps.items(), key=lambda kv: kv[1])
+        parts.append(f"hottest {t:.1f}°C ({zone})")
+    if c.get("throttled") is not None:
+        parts.append("THROTTLED" if c["throttled"] else "not throttled")
+    return " · ".join(parts) if parts else "unknown (no board state readable here)"
