@@ -161,14 +161,14 @@ def report(settings: Settings) -> dict[str, Any]:
 
 
 def _board_line(b: dict[str, Any] | None) -> str:
-    from ncanvas_tui.bench import format_conditions
+    from ncanvas_tui.board import describe_conditions
 
     if not b:
         return "board         unknown"
     src = {k: v for k, v in b["power"].items() if v}
     power = "; ".join(f"{k} work: {v['source']} ({v['total']})" for k, v in src.items()) or "no readable source"
     where = "" if b["sysroot"] == "/" else f" [replaying {b['sysroot']}]"
-    return (f"board         {format_conditions(b['conditions']).removeprefix('conditions: ')}{where}\n"
+    return (f"board         {describe_conditions(b['conditions'])}{where}\n"
             f"power         {power}")
 
 
