@@ -66,14 +66,14 @@ def bench(settings: Settings, selection: Selection, *, batches: Sequence[int] = 
                      cancel=cancel)
 
 
-def bench_all(settings: Settings, *, budget_ms: float | None = None, images: Sequence[str] | None = None,
-              seconds: float = 1.0, batch: int = 1, progress: Progress = no_progress,
-              cancel: CancelToken = NEVER) -> dict[str, Any]:
-    """Every runnable artefact: accuracy vs latency, the Pareto front, the pick for a budget."""
+def bench_all(settings: Settings, *, budget_ms: float | None = None, budget_mj: float | None = None,
+              images: Sequence[str] | None = None, seconds: float = 1.0, batch: int = 1,
+              progress: Progress = no_progress, cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """Every runnable artefact: accuracy vs latency vs energy, the Pareto front, the pick for a budget."""
     from ncanvas_tui.bench import run_bench_all
 
-    return run_bench_all(settings, budget_ms=budget_ms, images=images, seconds=seconds, batch=batch,
-                         progress=progress, cancel=cancel)
+    return run_bench_all(settings, budget_ms=budget_ms, budget_mj=budget_mj, images=images, seconds=seconds,
+                         batch=batch, progress=progress, cancel=cancel)
 
 
 def delete_artefact(settings: Settings, artefact_id: str) -> Artefact:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ncanvas_tui.board import EnergyMeter, backend_device
 from ncanvas_tui.engines.artefacts import Selection, select
 from ncanvas_tui.errors import CancelledError, ImageError
 from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
@@ -45,11 +46,19 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if xs else 0.0
 
 
+#: how much longer than asked a timed loop may run to collect the power sampler's minimum readings
+UNTIL_MAX_S = 10.0
+
+
 def _timed_loop(fn: Callable[[], Any], seconds: float, min_iters: int, max_iters: int,
-                cancel: CancelToken = NEVER) -> list[float]:
+                cancel: CancelToken = NEVER, until: Callable[[], bool] | None = None) -> list[float]:
+    """Calls ``fn`` for ``seconds`` (within ``min_iters``..``max_iters``), then on until ``until()``
+    says enough (the power sampler's minimum readings), for at most ``UNTIL_MAX_S`` more."""
     times: list[float] = []
     end = time.perf_counter() + seconds
-    while len(times) < min_iters or (time.perf_counter() < end and len(times) < max_iters):
+    hard_end = end + UNTIL_MAX_S
+    while (len(times) < min_iters or (time.perf_counter() < end and len(times) < max_iters)
+           or (until is not None and not until() and time.perf_counter() < hard_end)):
         cancel.check("bench")
         t0 = time.perf_counter()
         fn()
@@ -70,9 +79,11 @@ def raw_call(clf: Classifier) -> Callable[[np.ndarray], Any]:
 
 def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: float = 2.0,
                 min_iters: int = 5, max_iters: int = 1000, warmup: int = 2,
-                cancel: CancelToken = NEVER) -> dict[str, Any]:
+                cancel: CancelToken = NEVER, meter: EnergyMeter | None = None) -> dict[str, Any]:
     """One batch size: whole pipeline, raw backend call, infer stage alone. ``cancel`` is polled
-    before every timed call (raises ``CancelledError``)."""
+    before every timed call (raises ``CancelledError``). ``meter``: the power sampler runs
+    during the whole-pipeline loop (which then lasts for its minimum readings); the row gets
+    ``energy_mj_per_image`` and ``images_per_joule`` (None without a power source)."""
     cancel.check("bench")
     be = clf.load()
     paths = [images[i % len(images)] for i in range(batch)]
@@ -103,7 +114,15 @@ def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: 
         one()
     for xs in (pre_ms, inf_ms, post_ms):
         xs.clear()
-    total = _timed_loop(one, seconds, min_iters, max_iters, cancel)
+    sampler = meter.sampler() if meter is not None else None
+    if sampler is not None:
+        sampler.start()
+    try:
+        total = _timed_loop(one, seconds, min_iters, max_iters, cancel,
+                            until=sampler.enough if sampler is not None else None)
+    finally:
+        if sampler is not None:
+            sampler.stop()
     raw = raw_call(clf)
     for _ in range(warmup):
         cancel.check("bench")
@@ -135,6 +154,10 @@ def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: 
         "infer_only_ms": round(percentile(ours_ms, 50), 3),
     }
     result["infer_vs_raw"] = round(result["infer_only_ms"] / max(result["raw_infer_ms"], 1e-9), 3)
+    # energy over the whole-pipeline loop: average power / images per second
+    energy: dict[str, Any] = (meter.row(sampler, result["images_per_s"]) if meter is not None else
+                              {"energy_mj_per_image": None, "images_per_joule": None})
+    result.update(energy)
     result["preprocess_ms_per_image"] = round(result["preprocess_ms"] / batch, 3)
     if gpu_ms:
         # GPU compute (CUDA events around execute) vs host time of the same calls (copies, launch, sync)
@@ -152,9 +175,11 @@ def run_bench(settings: Settings, selection: Selection, *, batches: Sequence[int
     batch sizes and inside the timed loops (raises ``CancelledError``)."""
     cancel.check("bench")
     clf = Classifier(settings, target=select(settings, selection))
+    meter: EnergyMeter | None = None
     try:
         paths = find_images(settings, images)
         info = clf.load().info
+        meter = EnergyMeter(backend_device(info.name, info.device))  # power of the device doing the work
         results = []
         for i, b in enumerate(batches):
             cancel.check("bench")
@@ -162,19 +187,26 @@ def run_bench(settings: Settings, selection: Selection, *, batches: Sequence[int
                 progress(i, len(batches), f"batch {b} skipped: the model's max batch is {info.max_batch}")
                 continue
             progress(i, len(batches), f"batch {b}: measuring for ~{seconds * 2:.0f} s")
-            results.append(bench_batch(clf, paths, b, seconds=seconds, cancel=cancel))
+            results.append(bench_batch(clf, paths, b, seconds=seconds, cancel=cancel, meter=meter))
+        energy = meter.report()  # top-level "power", "conditions", "warnings"
     finally:
         clf.close()
+        if meter is not None:
+            meter.close()
     return {"model": clf.entry.name, "backend": info.name, "precision": info.precision,
             "id": clf.target.id, "calibrator": clf.target.artefact.calibrator if clf.target.artefact else None,
             "version": info.version, "device": info.device, "images": len(paths),
             "threads": os.environ.get("OMP_NUM_THREADS") or "auto", "cpu_count": os.cpu_count(),
-            "notes": info.notes, "artefact": info.model_path, "results": results}
+            "notes": info.notes, "artefact": info.model_path, "results": results, **energy}
 
 
 def summary_line(r: dict[str, Any]) -> str:
     """One line of a ``run_bench`` report (the TUI's notification and log line)."""
-    parts = [f"b{x['batch']}: p50 {x['p50_ms']:.1f} ms, {x['images_per_s']:.0f} img/s" for x in r["results"]]
+    parts = []
+    for x in r["results"]:
+        mj = x.get("energy_mj_per_image")
+        parts.append(f"b{x['batch']}: p50 {x['p50_ms']:.1f} ms, {x['images_per_s']:.0f} img/s"
+                     + (f", {mj:.1f} mJ/img" if mj is not None else ""))
     who = " ".join(x for x in (r["model"], r["backend"], r["precision"], r.get("calibrator") or "",
                                f"({r['id']})" if r.get("id") else "") if x)
     return f"bench {who}: " + "; ".join(parts)
@@ -183,13 +215,34 @@ def summary_line(r: dict[str, Any]) -> str:
 def format_bench(r: dict[str, Any]) -> str:
     lines = [f"{r['model']} on {r['backend']} {r.get('version', '')} {r['precision']} ({r['images']} images)",
              (f"{'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>8} {'pre ms':>8} "
-              f"{'infer ms':>9} {'post ms':>8} {'raw ms':>8} {'ours/raw':>8}")]
+              f"{'infer ms':>9} {'post ms':>8} {'raw ms':>8} {'ours/raw':>8} {'mJ/img':>9} {'img/J':>8}")]
     for x in r["results"]:
+        mj, ipj = x.get("energy_mj_per_image"), x.get("images_per_joule")
         lines.append(f"{x['batch']:>5} {x['p50_ms']:>9.2f} {x['p90_ms']:>9.2f} {x['p99_ms']:>9.2f} "
                      f"{x['images_per_s']:>8.1f} {x['preprocess_ms']:>8.2f} {x['infer_ms']:>9.2f} "
-                     f"{x['postprocess_ms']:>8.3f} {x['raw_infer_ms']:>8.2f} {x['infer_vs_raw']:>8.3f}")
+                     f"{x['postprocess_ms']:>8.3f} {x['raw_infer_ms']:>8.2f} {x['infer_vs_raw']:>8.3f} "
+                     f"{'-' if mj is None else f'{mj:.2f}':>9} {'-' if ipj is None else f'{ipj:.2f}':>8}")
+    lines.append(format_power(r.get("power")))
+    if r.get("conditions"):
+        lines.append(format_conditions(r["conditions"]))
     lines.extend(f"note: {n}" for n in r.get("notes", []))
     return "\n".join(lines)
+
+
+def format_power(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "power: no readable source here (energy per image unknown)"
+    rails = ", ".join(f"{k} {v:.2f}" for k, v in (p.get("rails") or {}).items() if v is not None)
+    return (f"power: {p['avg_w']:.2f} W average ({p['source']}, {p.get('total', '')}"
+            f"{'; rails ' + rails + ' W' if rails and len(p.get('rails') or {}) > 1 else ''}); "
+            f"sampled at {p.get('hz', 0):g} Hz, {p.get('samples', 0)} readings, "
+            f"sampler {p.get('sampler_cost_pct', 0):.2f}% of the measured time")
+
+
+def format_conditions(c: dict[str, Any]) -> str:
+    from ncanvas_tui.board import describe_conditions
+
+    return "conditions: " + describe_conditions(c)
 
 
 # ---- bench --all: accuracy vs latency of every model/precision here, Pareto front, budget ----------
@@ -215,35 +268,60 @@ def candidates(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
+def _energy_known(rows: list[dict[str, Any]]) -> bool:
+    """Energy is a Pareto axis only when every measured row has it (a mix would compare unknowns)."""
+    ok = [r for r in rows if r.get("latency_ms") is not None]
+    return bool(ok) and all(r.get("energy_mj_per_image") is not None for r in ok)
+
+
 def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows no other row beats on both latency (lower) and top-1 (higher); marks ``pareto``."""
+    """Rows no other row beats on top-1 (higher), latency (lower) and, where every measured row has a
+    figure, energy per image (lower): beaten = another row at least as good on every axis and better
+    on one. Marks ``pareto``; returns the front, fastest first."""
     ok = sorted((r for r in rows if r.get("latency_ms") is not None), key=lambda r: (r["latency_ms"], -r["top1"]))
-    best = float("-inf")
+    energy = _energy_known(ok)
+
+    def key(r: dict[str, Any]) -> tuple[float, ...]:
+        k = (-float(r["top1"]), float(r["latency_ms"]))
+        return (*k, float(r["energy_mj_per_image"])) if energy else k
+
+    keys = [key(r) for r in ok]
     front = []
-    for r in ok:
-        r["pareto"] = r["top1"] > best
+    for i, r in enumerate(ok):
+        r["pareto"] = not any(all(a <= b for a, b in zip(other, keys[i])) and other != keys[i]
+                              for j, other in enumerate(keys) if j != i)
         if r["pareto"]:
             front.append(r)
-            best = r["top1"]
     return front
 
 
-def pick_for_budget(rows: list[dict[str, Any]], budget_ms: float) -> dict[str, Any] | None:
-    """The most accurate row whose latency fits ``budget_ms`` (ties: the faster)."""
-    fits = [r for r in rows if r.get("latency_ms") is not None and r["latency_ms"] <= budget_ms]
-    return max(fits, key=lambda r: (r["top1"], -r["latency_ms"])) if fits else None
+def pick_for_budget(rows: list[dict[str, Any]], budget_ms: float | None = None,
+                    budget_mj: float | None = None) -> dict[str, Any] | None:
+    """The most accurate row within ``budget_ms`` latency and ``budget_mj`` energy per image (either
+    may be None: no limit); ties: the lower energy, then the faster. A row without an energy figure
+    never fits an energy budget."""
+    fits = [r for r in rows if r.get("latency_ms") is not None
+            and (budget_ms is None or r["latency_ms"] <= budget_ms)
+            and (budget_mj is None or (r.get("energy_mj_per_image") is not None
+                                       and r["energy_mj_per_image"] <= budget_mj))]
+    if not fits:
+        return None
+    return max(fits, key=lambda r: (r["top1"], -(r.get("energy_mj_per_image") or 0.0), -r["latency_ms"]))
 
 
 def run_bench_all(settings: Settings, *, budget_ms: float | None = None, images: Sequence[str] | None = None,
                   seconds: float = 1.0, batch: int = 1, progress: Progress = no_progress,
-                  cancel: CancelToken = NEVER) -> dict[str, Any]:
-    """Measure every candidate at ``batch`` (latency = p50 of the backend call), then the Pareto
-    front of published top-1 vs latency, and the pick for ``budget_ms``. ``cancelled()`` is polled
-    between candidates and inside each measurement (raises ``CancelledError``)."""
+                  cancel: CancelToken = NEVER, budget_mj: float | None = None) -> dict[str, Any]:
+    """Measure every candidate at ``batch`` (latency = p50 of the backend call; energy per image
+    over the whole pipeline), then the Pareto front of published top-1 vs latency vs energy, and
+    the pick for ``budget_ms`` / ``budget_mj``. ``cancel`` is polled between candidates and
+    inside each measurement (raises ``CancelledError``)."""
     from ncanvas_tui.engines.verify import load_verify
     from ncanvas_tui.errors import NcanvasError
 
     rows = candidates(settings)
+    conditions: dict[str, Any] | None = None
+    warned: set[str] = set()
     for i, row in enumerate(rows, 1):
         cancel.check("bench --all")
         progress(i, len(rows), f"{row['model']} {row['backend']} {row['precision']}")
@@ -260,6 +338,9 @@ def run_bench_all(settings: Settings, *, budget_ms: float | None = None, images:
         row["latency_ms"] = res.get("infer_only_ms")
         row["p50_ms"] = res.get("p50_ms")
         row["images_per_s"] = res.get("images_per_s")
+        for k in ("energy_mj_per_image", "images_per_joule", "power_w"):
+            row[k] = res.get(k)
+        conditions, warned = r.get("conditions"), warned | set(r.get("warnings") or [])
         if "gpu_compute_ms" in res:
             row["gpu_compute_ms"] = res["gpu_compute_ms"]
         row["ran_precision"] = r["precision"]
@@ -276,20 +357,25 @@ def run_bench_all(settings: Settings, *, budget_ms: float | None = None, images:
         "rows": sorted(rows, key=lambda r: (r.get("latency_ms") is None, r.get("latency_ms") or 0.0)),
         "pareto": [f"{r['model']} {r['backend']} {r['precision']}" for r in front],
         "budget_ms": budget_ms, "pick": None,
+        "energy": "mJ per image over the whole pipeline at that batch (average power / images per s)",
+        "energy_axis": _energy_known(rows), "budget_mj": budget_mj,
+        "conditions": conditions, "warnings": sorted(warned),
     }
-    if budget_ms is not None:
-        out["pick"] = pick_for_budget(rows, budget_ms)
+    if budget_ms is not None or budget_mj is not None:
+        out["pick"] = pick_for_budget(rows, budget_ms, budget_mj)
     return out
 
 
 def format_bench_all(r: dict[str, Any]) -> str:
-    lines = [(f"accuracy vs latency at batch {r['batch']} (latency: p50 of the backend call; "
-              "top-1: published ImageNet accuracy; * = Pareto front)"),
-             f"  {'model':<24} {'backend':<13} {'prec':<5} {'top-1 %':>7} {'ms':>9} {'img/s':>8}  note"]
+    energy = r.get("energy_axis")
+    lines = [(f"accuracy vs latency{' vs energy' if energy else ''} at batch {r['batch']} (latency: p50 of the "
+              "backend call; top-1: published ImageNet accuracy; mJ: energy per image, whole pipeline; "
+              "* = Pareto front)"),
+             f"  {'model':<24} {'backend':<13} {'prec':<5} {'top-1 %':>7} {'ms':>9} {'img/s':>8} {'mJ/img':>9}  note"]
     for x in r["rows"]:
         if x.get("latency_ms") is None:
             lines.append(f"  {x['model']:<24} {x['backend']:<13} {x['precision']:<5} {x['top1']:>7.1f} "
-                         f"{'-':>9} {'-':>8}  error: {x.get('error', '?')}")
+                         f"{'-':>9} {'-':>8} {'-':>9}  error: {x.get('error', '?')}")
             continue
         note = []
         if x.get("gpu_compute_ms") is not None:
@@ -301,20 +387,41 @@ def format_bench_all(r: dict[str, Any]) -> str:
                         f"{x['precision']} --backend {x['backend']}`")
         if x.get("ran_precision") and x["ran_precision"] != x["precision"]:
             note.append(f"runs as {x['ran_precision']}")
+        mj = x.get("energy_mj_per_image")
         lines.append(f"{'*' if x['pareto'] else ' '} {x['model']:<24} {x['backend']:<13} {x['precision']:<5} "
-                     f"{x['top1']:>7.1f} {x['latency_ms']:>9.3f} {x.get('images_per_s') or 0:>8.1f}  "
-                     f"{'; '.join(note)}")
+                     f"{x['top1']:>7.1f} {x['latency_ms']:>9.3f} {x.get('images_per_s') or 0:>8.1f} "
+                     f"{'-' if mj is None else f'{mj:.2f}':>9}  {'; '.join(note)}")
     if not r["rows"]:
         lines.append("  (nothing to measure: no catalog model with a published top-1 is present here)")
-    if r.get("budget_ms") is not None:
+    elif not energy:
+        lines.append("  (no energy figure for every row: no readable power source here; ranked on accuracy "
+                     "and latency)")
+    budget = " and ".join(b for b in (f"{r['budget_ms']:g} ms" if r.get("budget_ms") is not None else "",
+                                      f"{r['budget_mj']:g} mJ/image" if r.get("budget_mj") is not None else "")
+                          if b)
+    if budget:
         p = r.get("pick")
         if p:
-            lines.append(f"budget {r['budget_ms']:g} ms: {p['model']} on {p['backend']} {p['precision']} "
-                         f"(top-1 {p['top1']:.1f}%, {p['latency_ms']:.3f} ms)")
+            mj = p.get("energy_mj_per_image")
+            lines.append(f"budget {budget}: {p['model']} on {p['backend']} {p['precision']} "
+                         f"(top-1 {p['top1']:.1f}%, {p['latency_ms']:.3f} ms"
+                         f"{'' if mj is None else f', {mj:.2f} mJ/image'})")
         else:
-            fastest = min((x for x in r["rows"] if x.get("latency_ms") is not None),
-                          key=lambda x: x["latency_ms"], default=None)
-            extra = (f"; the fastest is {fastest['model']} {fastest['backend']} {fastest['precision']} at "
-                     f"{fastest['latency_ms']:.3f} ms") if fastest else ""
-            lines.append(f"budget {r['budget_ms']:g} ms: nothing fits{extra}")
+            measured = [x for x in r["rows"] if x.get("latency_ms") is not None]
+            extra = ""
+            if r.get("budget_mj") is not None and not any(x.get("energy_mj_per_image") is not None
+                                                          for x in measured):
+                extra = "; energy per image is unknown here (no readable power source)"
+            elif r.get("budget_ms") is not None and measured:
+                fastest = min(measured, key=lambda x: x["latency_ms"])
+                extra = (f"; the fastest is {fastest['model']} {fastest['backend']} {fastest['precision']} at "
+                         f"{fastest['latency_ms']:.3f} ms")
+            elif measured:
+                frugal = min((x for x in measured if x.get("energy_mj_per_image") is not None),
+                             key=lambda x: x["energy_mj_per_image"])
+                extra = (f"; the most frugal is {frugal['model']} {frugal['backend']} {frugal['precision']} at "
+                         f"{frugal['energy_mj_per_image']:.2f} mJ/image")
+            lines.append(f"budget {budget}: nothing fits{extra}")
+    if r.get("conditions"):
+        lines.append(format_conditions(r["conditions"]))
     return "\n".join(lines)

@@ -104,6 +104,22 @@ def _gpu() -> dict[str, Any]:
     return gpu
 
 
+def _board() -> dict[str, Any]:
+    """Run conditions and where power is read from (ncanvas_tui.board)."""
+    from ncanvas_tui import board
+
+    out: dict[str, Any] = {"sysroot": str(board.root()), "conditions": board.conditions_snapshot(), "power": {}}
+    for device in ("gpu", "cpu"):
+        try:
+            src = board.power_source(device)
+        except Exception:  # noqa: BLE001 - a probe reports, never raises
+            src = None
+        out["power"][device] = None if src is None else {"source": src.name, "total": src.total_label}
+        if src is not None:
+            src.close()
+    return out
+
+
 def _endpoint(section: Any, kind: str) -> dict[str, Any]:
     env = section.api_key_env
     return {
@@ -132,6 +148,7 @@ def report(settings: Settings) -> dict[str, Any]:
         "polygraphy": _module("polygraphy"),
         "pycuda": {"available": _dist_version("pycuda") is not None, "version": _dist_version("pycuda")},
         "gpu": _gpu(),
+        "board": _board(),
         "backend": {"configured": settings.inference.backend,
                     "auto_resolves_to": resolve_backend(settings.inference.backend)},
         "model": {"name": settings.inference.model, "path": str(default_path) if default_path else None,
@@ -141,6 +158,18 @@ def report(settings: Settings) -> dict[str, Any]:
         "guardrails": {"enabled": settings.guardrails.enabled, "config": str(settings.guardrails.config),
                        "config_present": (settings.guardrails.config / "config.yml").is_file()},
     }
+
+
+def _board_line(b: dict[str, Any] | None) -> str:
+    from ncanvas_tui.board import describe_conditions
+
+    if not b:
+        return "board         unknown"
+    src = {k: v for k, v in b["power"].items() if v}
+    power = "; ".join(f"{k} work: {v['source']} ({v['total']})" for k, v in src.items()) or "no readable source"
+    where = "" if b["sysroot"] == "/" else f" [replaying {b['sysroot']}]"
+    return (f"board         {describe_conditions(b['conditions'])}{where}\n"
+            f"power         {power}")
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -166,6 +195,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"pycuda        {'yes ' + r['pycuda']['version'] if r['pycuda']['available'] else 'no'}",
         f"gpu           {gpu['name'] + ' (compute ' + str(gpu['compute_capability']) + ')' if gpu['present'] else 'none'}"
         + (f"  board: {gpu['board']}" if gpu.get("board") else ""),
+        _board_line(r.get("board")),
         f"backend       {r['backend']['configured']} -> {r['backend']['auto_resolves_to']}",
         f"model         {r['model']['name']}: {r['model']['path'] or 'NOT FOUND'}",
     ]

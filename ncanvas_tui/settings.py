@@ -140,6 +140,7 @@ class TuiSettings:
     # how pictures are drawn: auto (Kitty/Sixel when the terminal has them, else half-blocks) or forced
     previews: str = _opt("auto", choices=("auto", "tgp", "sixel", "halfcell", "unicode", "off"))
     start_screen: str = _opt("infer", choices=("engines", "infer", "story", "imagine", "history"))
+    board_strip: bool = _opt(True)  # the one-line board strip (power, GPU, temperature, RAM) on every screen
     # action id -> key, e.g. {screen_infer = "f2"}: remaps the app's bindings.
     keys: dict[str, Any] = field(default_factory=dict, metadata={"kind": "keymap"})
 

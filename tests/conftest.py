@@ -24,9 +24,11 @@ def _importable(name: str) -> bool:
         return False
 
 
-# The GPU machine has no Textual: the TUI's test modules are not collected there (they would fail to
-# import), so `pytest -m gpu tests` collects; everywhere else (CI, a Jetson) they run.
-collect_ignore_glob = [] if _importable("textual") else ["test_tui_*.py", "tui_helpers.py"]
+# The GPU machine has no Textual, no pytest-asyncio: test modules that import them at the top are not
+# collected there (they would fail to import), so `pytest -m gpu tests` collects; everywhere else
+# (CI, a Jetson with the test extra) they run.
+_NEEDS = {"test_tui_*.py": "textual", "tui_helpers.py": "textual", "test_guardrails.py": "pytest_asyncio"}
+collect_ignore_glob = [glob for glob, module in _NEEDS.items() if not _importable(module)]
 
 
 def has_cuda() -> bool:
@@ -49,6 +51,7 @@ def write_settings(path: Path, text: str = "") -> Path:
 def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the user's environment: settings, keys, telemetry."""
     monkeypatch.delenv("NCANVAS_SETTINGS", raising=False)
+    monkeypatch.delenv("NCANVAS_SYSROOT", raising=False)  # board state: the real one unless a test replays a tree
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
     monkeypatch.setenv("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")

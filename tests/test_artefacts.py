@@ -81,6 +81,15 @@ def test_cli_verify_bench_infer_act_on_the_chosen_artefact(cli, settings_path, w
     assert set(rows) == {e.id, m.id} and rows[m.id]["calibrator"] == "minmax"
 
 
+def test_the_sidecar_records_the_boards_conditions(settings, workdir, monkeypatch):
+    """An artefact built on a (replayed) Orin Nano says which board, power mode and clocks built it."""
+    monkeypatch.setenv("NCANVAS_SYSROOT", str(REPO / "tests" / "data" / "boards" / "orin-nano-jp6"))
+    add_model(workdir / "models", "tiny", tiny_classifier)
+    a = api.plan_and_build(settings, api.BuildRequest("tiny", "int8", backend="onnxruntime")).artefact
+    side = json.loads(a.sidecar.read_text())
+    assert "Orin" in (side["conditions"]["board"] or "") and side["conditions"]["nvpmodel"]
+
+
 def test_a_changed_onnx_makes_its_artefacts_stale_not_silently_used(settings, workdir, two):
     add_model(workdir / "models", "tiny", lambda: tiny_classifier(foldable=False))  # the model was re-exported
     listed = api.list_artefacts(settings)

@@ -56,12 +56,15 @@ def tmux(tmp_path):
 def test_real_app_in_a_terminal_classifies_three_photos(tmux, settings_path, workdir):
     done = workdir / "exit-code"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["NCANVAS_SYSROOT"] = str(REPO / "tests" / "data" / "boards" / "orin-nano-jp6")  # the board strip's figures
     cmd = (f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m ncanvas_tui "
            f"--settings {shlex.quote(str(settings_path))}; echo $? > {shlex.quote(str(done))}")
     subprocess.run(["tmux", "-L", tmux.socket, "-f", "/dev/null", "new-session", "-d", "-s", "nc", "-x", "140",
                     "-y", "40", cmd], check=True, env={**env, "TERM": "xterm-256color"}, timeout=30)
     tmux.wait_for("selected 0/8", timeout=30)
     assert "F3 Infer" in tmux.screen()
+    # the board strip, read from the replayed Orin Nano in a real terminal
+    tmux.wait_for("board 8.0 W · GPU 47% · 612 MHz · 52.3°C gpu-thermal · RAM 3.0/7.4 GiB")
     # shift+tab from the tree to the path input; type a path; Enter adds it
     tmux.keys("BTab")
     pics = workdir / "pictures"

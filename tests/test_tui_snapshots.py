@@ -2,7 +2,8 @@
 
 Deterministic: the project folder is always /tmp/ncanvas-snapshots (paths on screen
 are the same on every machine), previews are half-blocks, history dates are pinned,
-and the Infer timings line is replaced before the picture is taken.
+the Infer timings line is replaced before the picture is taken, and the board strip
+reads the replayed Orin Nano tree (NCANVAS_SYSROOT=tests/data/boards/orin-nano-jp6).
 Update after an intended layout change: pytest tests/test_tui_snapshots.py --snapshot-update
 """
 
@@ -22,8 +23,12 @@ SIZES = [(80, 24), (160, 48)]
 PINNED = "2026-01-01T09:00:00+00:00"
 
 
+BOARD = Path(__file__).resolve().parent / "data" / "boards" / "orin-nano-jp6"
+
+
 @pytest.fixture
-def snap_settings() -> Path:
+def snap_settings(monkeypatch) -> Path:
+    monkeypatch.setenv("NCANVAS_SYSROOT", str(BOARD))  # the board strip shows the same figures everywhere
     shutil.rmtree(ROOT, ignore_errors=True)
     for d in ("models", "engines", "output", "calibdata", "pictures"):
         (ROOT / d).mkdir(parents=True)

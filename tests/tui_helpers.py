@@ -74,7 +74,8 @@ async def settle(pilot: Any) -> None:
     from textual.widgets import DirectoryTree
 
     def busy() -> list[Any]:  # the directory tree's loader runs for as long as the tree lives
-        return [w for w in pilot.app.workers if w.is_running and not isinstance(w.node, DirectoryTree)]
+        return [w for w in pilot.app.workers if w.is_running and not isinstance(w.node, DirectoryTree)
+                and w.group != "board-strip"]  # the board strip's reader runs for as long as the strip
 
     deadline = time.monotonic() + 20
     while busy() and time.monotonic() < deadline:

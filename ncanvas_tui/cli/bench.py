@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="every model/precision runnable here: accuracy-vs-latency table with its Pareto front")
     p.add_argument("--budget-ms", type=_positive_ms, metavar="X",
                    help="name the most accurate model/precision whose batch-1 latency fits X ms (implies --all)")
+    p.add_argument("--budget-mj", type=_positive_mj, metavar="X",
+                   help="name the most accurate model/precision whose energy per image fits X mJ (implies --all; "
+                        "needs a power source: Jetson rails, NVML or RAPL)")
 
 
 def _positive_ms(text: str) -> float:
@@ -36,6 +39,16 @@ def _positive_ms(text: str) -> float:
         v = -1.0
     if not v > 0:
         raise argparse.ArgumentTypeError(f"--budget-ms must be a positive number of milliseconds, got {text!r}")
+    return v
+
+
+def _positive_mj(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"--budget-mj must be a positive number of millijoules, got {text!r}")
     return v
 
 
@@ -50,13 +63,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: [{done}/{total}] {m}" if total else f"bench: {m}", file=sys.stderr, flush=True)
 
     # Measured in the GPU worker: TensorRT needs its CUDA context there, and every backend is timed alike.
-    if args.all or args.budget_ms is not None:
+    if args.all or args.budget_ms is not None or args.budget_mj is not None:
         res = run_in_worker(api.bench_all, settings, budget_ms=args.budget_ms, images=args.images,
                             seconds=args.seconds if args.seconds is not None else 1.0,
-                            batch=min(args.batch), progress=say)
+                            batch=min(args.batch), progress=say, budget_mj=args.budget_mj)
         print_json(res) if args.json else print(format_bench_all(res))
+        _warn(res)
         return 0
     res = run_in_worker(api.bench, settings, selection(args), batches=args.batch, images=args.images,
                         seconds=args.seconds if args.seconds is not None else 2.0, progress=say)
     print_json(res) if args.json else print(format_bench(res))
+    _warn(res)
     return 0
+
+
+def _warn(res: dict) -> None:
+    """Run conditions that make the figures not reproduce (clocks not locked, throttling): on stderr."""
+    for w in res.get("warnings") or []:
+        print(f"bench: warning: {w}", file=sys.stderr, flush=True)

@@ -15,11 +15,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the acceptance run: fp32/fp16/int8 engines of the bundled model built, reloaded, "
                         "checked against ONNX Runtime and Polygraphy, timed, cancelled; non-zero exit unless "
                         "every step passed here (a Markdown copy goes to [paths].output)")
+    p.add_argument("--capture-board", metavar="DIR",
+                   help="copy the board-state files ncanvas reads (power rails, clocks, temperatures, power mode) "
+                        "into the new folder DIR; NCANVAS_SYSROOT=DIR replays them (send it with a bug report)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ncanvas_tui.doctor import format_report, report
 
+    if args.capture_board:
+        from ncanvas_tui.board import capture_board
+
+        cap = capture_board(args.capture_board)
+        if args.json:
+            print_json(cap)
+        else:
+            print(f"captured {cap['files']} board-state files into {cap['dir']}; replay with "
+                  f"NCANVAS_SYSROOT={cap['dir']}")
+        return 0
     settings = load_settings(args)
     rep = report(settings)
     code = 0

@@ -275,6 +275,8 @@ def _reusable(store: EngineStore, plan: BuildPlan) -> Artefact | None:
 
 def _record(plan: BuildPlan, *, source_onnx: Path, notes: list[str], seconds: float) -> Artefact:
     """The sidecar of what ``plan`` builds (size and sha256 are filled in by ``EngineStore.save``)."""
+    from ncanvas_tui.board import conditions_snapshot
+
     key, cal = plan.key, plan.calibration
     return Artefact(
         path=plan.path, id=plan.id, model=key.model, backend=plan.backend, precision=plan.precision,
@@ -286,7 +288,7 @@ def _record(plan: BuildPlan, *, source_onnx: Path, notes: list[str], seconds: fl
         keep_float=list(key.keep_float), dla_core=key.dla_core, options=dict(key.options),
         opt_level=plan.opt_level if plan.features is not None and plan.features.optimization_level else None,
         sparse=plan.sparse, workspace_mib=plan.settings.build.workspace_mib if plan.features else None,
-        build_seconds=round(seconds, 3), notes=notes)
+        build_seconds=round(seconds, 3), notes=notes, conditions=conditions_snapshot())
 
 
 # -- ONNX Runtime: the Q/DQ model -----------------------------------------------------------------

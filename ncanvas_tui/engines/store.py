@@ -204,6 +204,8 @@ class Artefact:
     size: int = 0
     created: str = ""
     notes: list[str] = field(default_factory=list)
+    #: the board's run conditions while it was built (power mode, clocks, temperatures; unknown: None)
+    conditions: dict[str, Any] = field(default_factory=dict)
     #: why this artefact cannot be used (sidecar missing/corrupt, file gone, stale); None when fine
     problem: str | None = None
 

@@ -50,6 +50,11 @@ def _inference(lines: list[str], inf: dict[str, Any], n: int, total: int) -> Non
     if t:
         parts = [f"{k} {v:.1f} ms" for k, v in t.items() if isinstance(v, (int, float))]
         lines += ["Timing: " + ", ".join(parts), ""]
+    cond = inf.get("conditions")
+    if isinstance(cond, dict) and any(v not in (None, {}) for v in cond.values()):  # the board's, when known
+        from ncanvas_tui.board import describe_conditions
+
+        lines += ["Conditions: " + _cell(describe_conditions(cond)), ""]
 
 
 def _story(lines: list[str], st: dict[str, Any], n: int, total: int) -> None:

@@ -220,8 +220,14 @@ class HistoryStore:
 
     def record_inference(self, result: Any, run_id: int | None = None) -> int:
         """Save a classification (``InferResult`` or its ``as_dict()``: model, backend, precision,
-        results, errors, timing_ms, ...). Starts a new run unless ``run_id`` is given. Returns the run id."""
-        return self._add_step(run_id, "inference", result)
+        results, errors, timing_ms, ...) with the board's run conditions (``conditions``, unless the
+        result has them). Starts a new run unless ``run_id`` is given. Returns the run id."""
+        data = _plain(result)
+        if isinstance(data, dict) and "conditions" not in data:
+            from ncanvas_tui.board import conditions_snapshot
+
+            data["conditions"] = conditions_snapshot()
+        return self._add_step(run_id, "inference", data)
 
     def attach_story(self, run_id: int | None, story: Any) -> int:
         """Add a story ({"story", "labels", "style", "theme", "language", "blocked", "rail", ...}) to

@@ -85,3 +85,10 @@ class EnginesChanged(Message):
     """Something was built, verified or deleted: tables should reload."""
 
     note: str = ""
+
+
+@dataclass
+class BoardUpdate(Message):
+    """A reading of the board for the strip (``board.LiveReader().read()``), from its thread worker."""
+
+    state: dict[str, Any]

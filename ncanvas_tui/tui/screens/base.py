@@ -54,6 +54,10 @@ class NcScreen(Screen):
     def compose(self) -> ComposeResult:
         yield NavBar(self.MODE)
         yield from self.compose_body()
+        if getattr(self.settings.tui, "board_strip", True):
+            from ncanvas_tui.tui.widgets.board_strip import BoardStrip
+
+            yield BoardStrip()
         yield Footer()
 
     def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
