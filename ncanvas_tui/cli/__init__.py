@@ -18,7 +18,7 @@ from ncanvas_tui import __version__
 from ncanvas_tui.cli.common import add_common, report_error
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = ["doctor", "models", "infer", "bench", "verify", "story", "imagine", "history", "engines_cmd"]
+COMMANDS = ["init", "doctor", "models", "infer", "bench", "verify", "story", "imagine", "history", "engines_cmd"]
 
 
 class OneLineParser(argparse.ArgumentParser):
