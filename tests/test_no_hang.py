@@ -10,7 +10,6 @@ import pytest
 from conftest import write_settings
 
 from ncanvas_tui.errors import NcanvasError
-from ncanvas_tui.files import read_regular_file
 
 LOCAL = """
 [llm]
@@ -59,11 +58,15 @@ def test_story_continue_and_imagine_story_refuse_a_fifo(cli, tmp_path: Path, fif
 
 @pytest.mark.parametrize("path", ["/dev/null", "/dev/zero"])
 def test_devices_are_refused(path: str) -> None:
+    from ncanvas_tui.files import read_regular_file
+
     with pytest.raises(NcanvasError, match="is a character device, not a regular file: refused as the x"):
         read_regular_file(path, what="x")
 
 
 def test_regular_file_limits_and_folders(tmp_path: Path) -> None:
+    from ncanvas_tui.files import read_regular_file
+
     p = tmp_path / "f.txt"
     p.write_bytes(b"abc")
     assert read_regular_file(p) == b"abc"
