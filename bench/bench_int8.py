@@ -36,9 +36,9 @@ def main() -> int:
 
     import numpy as np
 
+    from ncanvas_tui import api
     from ncanvas_tui import settings as ncs
     from ncanvas_tui.backends.onnxruntime import OnnxRuntimeBackend, default_threads
-    from ncanvas_tui.engines.quantize import quantized_model_for
     from ncanvas_tui.vision import catalog
     from ncanvas_tui.vision.preprocess import Normalizer, is_image_name, load_image
 
@@ -51,7 +51,9 @@ def main() -> int:
     entry = catalog.find(settings, args.model)
     fp32_path = entry.require(settings)
     t0 = time.perf_counter()
-    q_path = quantized_model_for(settings, entry, "onnxruntime")
+    built = api.plan_and_build(settings, api.BuildRequest(entry.name, "int8", backend="onnxruntime")).artefact
+    assert built is not None
+    q_path = built.path
     quant_s = time.perf_counter() - t0
 
     files = sorted(p for p in Path(args.images).iterdir() if is_image_name(p.name))

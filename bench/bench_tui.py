@@ -162,16 +162,15 @@ async def in_process(settings_path: Path, runs: int, build: bool) -> dict:
             await _idle(pilot)
             # the switch to the Engines screen is not the build: measured apart
             res["max_stall_screen_switch_ms"] = round(max(gaps), 2)
-            from ncanvas_tui.engines.build import build_onnxruntime
+            from ncanvas_tui import api
             from ncanvas_tui.tui import jobs
-            from ncanvas_tui.vision import catalog
 
             s = app.settings
             gaps.clear()
             t0 = time.perf_counter()
-            job = jobs.submit("build", lambda c: build_onnxruntime(s, catalog.find(s), "int8", force=True,
-                                                                   cancelled=c))
-            await job.wait()
+            job = jobs.submit("build", api.plan_and_build, s,
+                              api.BuildRequest(s.inference.model, "int8", backend="onnxruntime", force=True))
+            await jobs.wait(job)
             res.update(build_int8_s=round(time.perf_counter() - t0, 2),
                        max_stall_build_ms=round(max(gaps), 2))
         timer.stop()

@@ -20,15 +20,16 @@ from ncanvas_tui.board import EnergyMeter, backend_device
 from ncanvas_tui.engines.artefacts import Selection, select
 from ncanvas_tui.errors import CancelledError, ImageError
 from ncanvas_tui.progress import NEVER, CancelToken, Progress, no_progress
-from ncanvas_tui.settings import REPO_ROOT, Settings
+from ncanvas_tui.resources import sample_photos
+from ncanvas_tui.settings import Settings
 from ncanvas_tui.vision.classify import Classifier, softmax_if_logits, top_k
 from ncanvas_tui.vision.preprocess import LoadedImage, is_image_name
 
-FALLBACK_IMAGES = REPO_ROOT / "tests" / "data" / "photos"
+FALLBACK_IMAGES = sample_photos()
 
 
 def find_images(settings: Settings, given: Sequence[str] | None = None, limit: int = 16) -> list[str]:
-    """Bench images: the given ones, else [paths].calibration, else [paths].images, else the test photos."""
+    """Bench images: the given ones, else [paths].calibration, else [paths].images, else the bundled photos."""
     if given:
         return list(given)
     for folder in (settings.paths.calibration, settings.paths.images, FALLBACK_IMAGES):

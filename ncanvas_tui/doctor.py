@@ -131,6 +131,7 @@ def _endpoint(section: Any, kind: str) -> dict[str, Any]:
 
 
 def report(settings: Settings) -> dict[str, Any]:
+    from ncanvas_tui import resources
     from ncanvas_tui.backends.base import resolve_backend
     from ncanvas_tui.vision import catalog
 
@@ -141,7 +142,13 @@ def report(settings: Settings) -> dict[str, Any]:
                    "platform": platform.platform(), "machine": platform.machine()},
         "ncanvas": {"version": importlib.import_module("ncanvas_tui").__version__},
         "settings": {"file": str(settings.source) if settings.source else None,
-                     "defaults_only": settings.source is None},
+                     "defaults_only": settings.source is None, "origin": settings.origin,
+                     "user_file": str(resources.user_config_file())},
+        "paths": {name: {"path": str(value), "exists": Path(value).exists()}
+                  for name, value in settings.public_dict()["paths"].items()},
+        "data": {"bundled_models": str(resources.bundled_model_dir()), "rails": str(resources.bundled_rails()),
+                 "sample_photos": str(resources.sample_photos()),
+                 "checkout": str(resources.checkout_root()) if resources.checkout_root() else None},
         "tensorrt": _tensorrt(),
         "tensorrt_rtx": {**_module("tensorrt_rtx"), "dist": _dist_version("tensorrt-rtx-cu13", "tensorrt-rtx")},
         "onnxruntime": _onnxruntime(),
@@ -172,6 +179,27 @@ def _board_line(b: dict[str, Any] | None) -> str:
             f"power         {power}")
 
 
+_ORIGINS = {"--settings": "from --settings", "$NCANVAS_SETTINGS": "from $NCANVAS_SETTINGS",
+            "checkout": "the checkout's", "user": "your own (ncanvas init)"}
+
+
+def _settings_line(s: dict[str, Any]) -> str:
+    if not s.get("file"):
+        return f"built-in defaults (no settings file; `ncanvas init` writes {s.get('user_file')})"
+    return f"{s['file']} ({_ORIGINS.get(s.get('origin', ''), s.get('origin'))})"
+
+
+def _path_lines(r: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, info in r.get("paths", {}).items():
+        lines.append(f"  {name:<11} {info['path']}{'' if info['exists'] else '  (not there yet)'}")
+    data = r.get("data") or {}
+    if data:
+        lines.append(f"  {'bundled':<11} model {data['bundled_models']}, rails {data['rails']}, "
+                     f"sample photos {data['sample_photos']}")
+    return lines
+
+
 def format_report(r: dict[str, Any]) -> str:
     def yes(info: dict[str, Any]) -> str:
         if info.get("available"):
@@ -181,7 +209,8 @@ def format_report(r: dict[str, Any]) -> str:
     gpu = r["gpu"]
     lines = [
         f"python        {r['python']['version']} ({r['python']['machine']}) {r['python']['executable']}",
-        f"settings      {r['settings']['file'] or 'built-in defaults'}",
+        f"settings      {_settings_line(r['settings'])}",
+        *_path_lines(r),
         f"tensorrt      {yes(r['tensorrt'])}",
     ]
     if r["tensorrt"].get("hint"):

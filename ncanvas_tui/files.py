@@ -1,4 +1,8 @@
-"""Saving a new file: whole or not at all, and never over an existing one.
+"""Reading a user's file without hanging; saving a new file whole, never over an existing one.
+
+``read_regular_file`` opens without blocking and refuses anything that is not a regular
+file (a FIFO, a socket, a device, a folder) with one line: a path given by mistake can
+never hang a command waiting for a writer that never comes.
 
 Stories, pictures and history exports all go through ``write_new_file``: a unique
 temp file in the target folder is written and fsynced, given the mode a plain
@@ -15,14 +19,92 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from ncanvas_tui.errors import NcanvasError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 #: the mode a new file gets: what ``open()`` would give it
 FILE_MODE = 0o666 & ~_UMASK
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def not_regular(mode: int) -> str | None:
+    """What a non-regular file is ("a FIFO (named pipe)", "a folder", ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def check_regular_file(path: str | os.PathLike[str], *, what: str = "file",
+                       error: type[NcanvasError] = NcanvasError) -> None:
+    """Raise ``error`` (one line) unless ``path`` is a regular file; never opens it."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise error(f"{p}: {what} not found") from None
+    except OSError as e:
+        raise error(f"{p}: cannot read the {what}: {e.strerror or e}") from None
+    kind = not_regular(st.st_mode)
+    if kind == "a folder":
+        raise error(f"{p}: is a directory, not a {what}")
+    if kind:
+        raise error(f"{p}: is {kind}, not a regular file: refused as the {what}")
+
+
+def read_regular_file(path: str | os.PathLike[str], *, what: str = "file", limit: int | None = None,
+                      error: type[NcanvasError] = NcanvasError) -> bytes:
+    """The bytes of ``path``, refusing (``error``, one line naming it) anything that is not a regular
+    file, or is over ``limit`` bytes. Opened with ``O_NONBLOCK``, so a FIFO never blocks the open,
+    and checked on the open descriptor (``fstat``), so a file swapped after a check is caught too."""
+    p = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise error(f"{p}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{p}: is a directory, not a {what}") from None
+    except PermissionError:
+        raise error(f"{p}: cannot read the {what} (permission denied)") from None
+    except OSError as e:  # ENXIO: a FIFO's write end / a socket; EIO, ELOOP, ...
+        try:
+            kind = not_regular(p.stat().st_mode)
+        except OSError:
+            kind = None
+        if kind:
+            raise error(f"{p}: is {kind}, not a regular file: refused as the {what}") from None
+        raise error(f"{p}: cannot read the {what}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        kind = not_regular(st.st_mode)
+        if kind == "a folder":
+            raise error(f"{p}: is a directory, not a {what}")
+        if kind:
+            raise error(f"{p}: is {kind}, not a regular file: refused as the {what}")
+        if limit is not None and st.st_size > limit:
+            raise error(f"{p}: {st.st_size} bytes is too big for a {what} (max {limit})")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read() if limit is None else f.read(limit + 1)
+        except OSError as e:
+            raise error(f"{p}: cannot read the {what}: {e.strerror or e}") from None
+    if limit is not None and len(data) > limit:
+        raise error(f"{p}: more than {limit} bytes is too big for a {what}")
+    return data
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,13 +1,21 @@
 """Typed, validated settings loaded once from ``settings.toml``.
 
-Where the file comes from: ``--settings PATH``, else ``$NCANVAS_SETTINGS``, else
-``settings.toml`` at the repository root (beside the package), else the built-in
-defaults (relative paths then resolve against the current directory).
+Which file (``resolve_path``), first found wins:
+
+1. ``--settings PATH``;
+2. ``$NCANVAS_SETTINGS``;
+3. ``settings.toml`` at the root of the checkout the package runs from (an editable install);
+4. ``$XDG_CONFIG_HOME/ncanvas/settings.toml`` (default ``~/.config/ncanvas/settings.toml``,
+   written by ``ncanvas init``);
+5. none: the built-in defaults.
 
 Rules: unknown sections or keys are an error naming the key; a TOML syntax error
-names file, line and column; types and ranges are checked; relative paths are
-relative to the settings file; ``~`` is expanded. Keys missing from the file take
-their defaults, so a user's file may hold only what they change.
+names file, line and column; types and ranges are checked; relative paths in a file
+are relative to that file; ``~`` is expanded. Keys missing from the file take their
+defaults, exactly as if there were no file: relative ``[paths]`` defaults are under the
+checkout (editable install) or ``$XDG_DATA_HOME/ncanvas`` (installed package), and
+``[guardrails].config`` defaults to the bundled ``rails/`` (``ncanvas_tui.resources``).
+A settings path that is not a regular file (a FIFO, a device) is refused, never read.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncanvas_tui.errors import SettingsError
+from ncanvas_tui import resources
+from ncanvas_tui.errors import NcanvasError, SettingsError
+from ncanvas_tui.files import read_regular_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,7 +39,10 @@ else:  # pragma: no cover - exercised on Python 3.10 (JetPack 6)
 
 ENV_VAR = "NCANVAS_SETTINGS"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: the checkout's settings.toml (looked up only when the package runs from a checkout)
 DEFAULT_FILE = REPO_ROOT / "settings.toml"
+#: the most a settings file may hold (it is a few kB; this stops a wrong path early)
+MAX_FILE_BYTES = 1 << 20
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -88,6 +101,7 @@ class BuildSettings:
     sparse_weights: bool = _opt(False)
     tf32: bool = _opt(True)
     strict_int8: bool = _opt(False)
+    dla_core: int = _opt(-1, min=-1, max=15)
     calibrator: str = _opt("entropy2", choices=("entropy2", "minmax"))
     calibration_batches: int = _opt(32, min=1, max=100000)
     sanitize: bool = _opt(True)
@@ -156,6 +170,8 @@ class Settings:
     tui: TuiSettings = field(default_factory=TuiSettings)
     #: the file these came from (None: built-in defaults)
     source: Path | None = None
+    #: how that file was found: --settings | $NCANVAS_SETTINGS | checkout | user | defaults
+    origin: str = "defaults"
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some keys of one section changed (e.g. CLI overrides)."""
@@ -228,6 +244,14 @@ def _check_value(where: str, f: dataclasses.Field[Any], value: Any, base: Path) 
     return value
 
 
+def _default_path(section: str, name: str, f: dataclasses.Field[Any]) -> Path:
+    """A path key's default: the same whichever file (if any) left it out."""
+    if (section, name) == ("guardrails", "config"):
+        return resources.bundled_rails()
+    p = Path(str(f.default)).expanduser()
+    return p if p.is_absolute() else resources.defaults_base() / p
+
+
 def _build_section(name: str, data: Any, origin: str, base: Path) -> Any:
     cls = _SECTIONS[name]
     if not isinstance(data, dict):
@@ -238,14 +262,15 @@ def _build_section(name: str, data: Any, origin: str, base: Path) -> Any:
         if key not in fields:
             raise SettingsError(f"{origin}: unknown key [{name}].{key} (known: {', '.join(fields)})")
         values[key] = _check_value(f"{origin}: [{name}].{key}", fields[key], value, base)
-    for fname, f in fields.items():  # defaults for missing keys; paths resolved against base
+    for fname, f in fields.items():  # path keys the file leaves out: their defaults, never beside the file
         if fname not in values and f.metadata.get("path"):
-            values[fname] = _check_value(f"[{name}].{fname}", f, f.default, base)
+            values[fname] = _default_path(name, fname, f)
     return cls(**values)
 
 
 def from_dict(data: dict[str, Any], origin: str = "<settings>", base: Path | None = None) -> Settings:
-    """Validate a parsed TOML document into ``Settings``."""
+    """Validate a parsed TOML document into ``Settings``. Relative paths in ``data`` are relative
+    to ``base`` (default: the current folder); keys it leaves out take their defaults."""
     base = base or Path.cwd()
     sections: dict[str, Any] = {}
     for name, value in data.items():
@@ -257,7 +282,7 @@ def from_dict(data: dict[str, Any], origin: str = "<settings>", base: Path | Non
     return Settings(**sections)
 
 
-def _toml_error(path: Path, err: Exception) -> SettingsError:
+def _toml_error(path: Path, err: Exception, text: str = "") -> SettingsError:
     line = getattr(err, "lineno", None)
     col = getattr(err, "colno", None)
     msg = str(getattr(err, "msg", "") or err)
@@ -267,39 +292,48 @@ def _toml_error(path: Path, err: Exception) -> SettingsError:
         msg = msg[: m.start()].strip()
     elif "(at end of document)" in msg:
         msg = msg.replace("(at end of document)", "").strip()
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines() or [""]
-        line, col = len(text), len(text[-1]) + 1
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
     return SettingsError(f"{path}:{line}:{col}: TOML syntax error: {msg}")
+
+
+def locate(explicit: str | os.PathLike[str] | None = None) -> tuple[Path | None, str]:
+    """Which settings file to read and how it was found (see the module docstring)."""
+    if explicit:
+        return Path(explicit).expanduser(), "--settings"
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser(), f"${ENV_VAR}"
+    root = resources.checkout_root()
+    if root is not None and (root / "settings.toml").is_file():
+        return root / "settings.toml", "checkout"
+    user = resources.user_config_file()
+    if user.exists():  # a FIFO or folder there is refused by load(), not skipped silently
+        return user, "user"
+    return None, "defaults"
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """Which settings file to read (None: built-in defaults)."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_FILE if DEFAULT_FILE.is_file() else None
+    return locate(explicit)[0]
 
 
 def load(explicit: str | os.PathLike[str] | None = None) -> Settings:
     """Load and validate the settings. Raises ``SettingsError`` with a one-line message."""
-    path = resolve_path(explicit)
+    path, how = locate(explicit)
     if path is None:
         return from_dict({})
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: settings file not found") from None
-    except IsADirectoryError:
-        raise SettingsError(f"{path}: is a directory, not a settings file") from None
-    except OSError as e:
-        raise SettingsError(f"{path}: cannot read settings file: {e.strerror}") from None
+        raw = read_regular_file(path, what="settings file", limit=MAX_FILE_BYTES)
+    except NcanvasError as e:
+        raise SettingsError(str(e)) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SettingsError(f"{path}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise _toml_error(path, e) from None
+        raise _toml_error(path, e, text) from None
     settings = from_dict(data, origin=str(path), base=path.resolve().parent)
-    return dataclasses.replace(settings, source=path)
+    return dataclasses.replace(settings, source=path, origin=how)

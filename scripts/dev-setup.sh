@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[story,engines,rtx,test]'
 # tensorrt-stubs (for mypy) declares a dependency on a download-only stub package: no deps.
-"$venv/bin/python" -m pip install -q --no-deps tensorrt-stubs
+"$venv/bin/python" -m pip install -q --no-deps tensorrt-stubs \
+  || echo "dev-setup: tensorrt-stubs is not available from this package index; mypy sees tensorrt untyped" >&2
 if ! command -v tmux >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq tmux >/dev/null) || echo "dev-setup: could not install tmux; the end-to-end TUI test will be skipped" >&2

@@ -55,6 +55,10 @@ def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("NVIDIA_API_KEY", raising=False)
     monkeypatch.setenv("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
+    # never the user's ~/.config/ncanvas/settings.toml nor ~/.local/share/ncanvas
+    xdg = tmp_path_factory.getbasetemp() / "xdg"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(xdg / "data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

@@ -115,3 +115,70 @@ def test_database_written_by_another_program(run, settings_path, workdir):
     assert r.returncode == 2
     assert f"{db}: is an SQLite database but not an ncanvas history" in one_line(r.stderr)
     assert Path(db).is_file()
+
+
+def test_export_never_overwrites_an_existing_file(run, settings_path, settings, workdir):
+    from ncanvas_tui.history import open_history
+
+    run_id = open_history(settings).attach_picture(None, {"prompt": "a fox", "path": "/x/fox.png"})
+    target = workdir / "mine.md"
+    target.write_text("my own notes\n")
+    r = run("history", "export", str(run_id), "--out", str(target), "--settings", str(settings_path))
+    assert r.returncode == 2
+    assert one_line(r.stderr) == (f"ncanvas: error: {target}: already exists; the export never overwrites "
+                                  "a file (choose another --out, or leave it out for stdout)")
+    assert target.read_text() == "my own notes\n"
+    assert sorted(p.name for p in workdir.iterdir() if p.name.startswith((".ncanvas-", "mine"))) == ["mine.md"]
+    # a new name is written whole, with the mode a plain open() gives (not mkstemp's 0600)
+    fresh = workdir / "fresh.md"
+    r = run("history", "export", str(run_id), "--out", str(fresh), "--settings", str(settings_path))
+    assert r.returncode == 0 and r.stdout.strip() == str(fresh)
+    from ncanvas_tui.files import FILE_MODE
+
+    assert fresh.stat().st_mode & 0o777 == FILE_MODE and "> a fox" in fresh.read_text()
+
+
+def damage(db: Path) -> None:
+    """Corrupt pages that ordinary queries never touch: a table of padding whose leaf page gets an
+    invalid page type. Reads and inserts on runs/steps still work; quick_check fails."""
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE padding (x TEXT)")
+    con.executemany("INSERT INTO padding VALUES (?)", [("y" * 500,) for _ in range(50)])
+    con.commit()
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'padding'").fetchone()[0]
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = bytearray(db.read_bytes())
+    assert data[root * page] == 0x0D  # the first leaf page after the interior root
+    data[root * page] = 0x11
+    db.write_bytes(bytes(data))
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM runs").fetchone()[0] >= 1
+    with pytest.raises(sqlite3.DatabaseError):
+        con.execute("PRAGMA quick_check").fetchall()
+    con.close()
+
+
+@pytest.mark.skipif(not DEFAULT_ONNX.is_file(), reason="bundled model missing")
+def test_damaged_history_is_never_written_into(run, settings_path, settings, workdir):
+    from ncanvas_tui.history import open_history
+
+    open_history(settings).attach_story(None, {"story": "before the damage"})
+    db = workdir / "output" / "history.sqlite3"
+    damage(db)
+    before = db.read_bytes()
+    r = run("infer", str(workdir / "pictures" / "coffee.jpg"), "--json", "--settings", str(settings_path))
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(r.stdout)["run_id"]
+    fresh = workdir / "output" / "history-2.sqlite3"
+    line = one_line(r.stderr)
+    assert f"{db}: history database fails its integrity check" in line and str(fresh) in line
+    assert db.read_bytes() == before                      # byte for byte
+    # the run reads back, from the fresh history beside the damaged one
+    r = run("history", "show", str(run_id), "--json", "--settings", str(settings_path))
+    assert r.returncode == 0 and "fails its integrity check" in one_line(r.stderr)
+    assert json.loads(r.stdout)["inferences"][0]["results"][0]["top"][0]["label"] == "espresso"
+    r = run("history", "list", "--json", "--settings", str(settings_path))
+    assert json.loads(r.stdout)["history"] == str(fresh)
+    assert db.read_bytes() == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -75,11 +76,36 @@ def test_user_onnx_with_sidecar_is_listed_and_runs(cli, settings_path: Path, wor
     assert json.loads(r.stdout)["results"][0]["top"][0]["label"] == "espresso"
 
 
-def test_bad_sidecar_is_named(cli, settings_path: Path, workdir: Path) -> None:
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p: p.write_text('{"mean": [1, 2]}'), "odd.onnx.json: bad preprocessing"),
+    (lambda p: p.write_bytes(b"\xff\xfe not json"), "odd.onnx.json: not a readable JSON"),
+    (lambda p: p.mkdir(), "odd.onnx.json: is a directory"),
+    (_fifo, "odd.onnx.json: is a FIFO (named pipe), not a regular file"),
+])
+def test_broken_sidecar_makes_only_its_own_model_unusable(cli, settings_path: Path, workdir: Path,
+                                                          make, why: str) -> None:
     shutil.copy(DEFAULT_ONNX, workdir / "models" / "odd.onnx")
-    (workdir / "models" / "odd.onnx.json").write_text('{"mean": [1, 2]}')
-    r = cli("models", "list", "--settings", str(settings_path))
-    assert r.returncode == 2 and "odd.onnx.json: bad preprocessing" in r.stderr
+    make(workdir / "models" / "odd.onnx.json")
+    # the default model, the listing and doctor still work (they all exited 2 before) ...
+    r = cli("infer", str(PHOTOS / "coffee.jpg"), "--json", "--settings", str(settings_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["results"][0]["top"][0]["label"] == "espresso"
+    r = cli("models", "list", "--json", "--settings", str(settings_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    odd = {m["name"]: m for m in json.loads(r.stdout)["models"]}["odd"]
+    assert odd["usable"] is False and why in odd["problem"]
+    r = cli("models", "list", "--settings", str(settings_path), timeout=60)
+    assert r.returncode == 0 and "UNUSABLE" in r.stdout and why in r.stdout
+    r = cli("doctor", "--json", "--settings", str(settings_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    # ... and asking for that model is one line naming the sidecar and why
+    r = cli("infer", str(PHOTOS / "coffee.jpg"), "--model", "odd", "--settings", str(settings_path), timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and why in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("case, expected", [

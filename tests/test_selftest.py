@@ -35,7 +35,7 @@ def test_tiny_classifier_runs_on_onnxruntime_at_any_batch(tmp_path: Path) -> Non
 
 STEPS = ["onnxruntime", "tensorrt", "gpu", "build fp32", "build fp16", "build int8", "int8 cache reuse",
          "int8 foreign cache", "timing cache", "second process", "vs onnxruntime", "vs polygraphy", "latency",
-         "cancel"]
+         "dla", "cancel"]
 
 
 @pytest.mark.skipif(has_trt or has_rtx, reason="a TensorRT flavour is installed here")
@@ -62,11 +62,12 @@ def test_the_acceptance_run_with_tensorrt_rtx_here(settings, tmp_path: Path) -> 
     steps = _steps(rep)
     assert list(steps) == STEPS, rep
     for s in ("onnxruntime", "tensorrt", "build fp32", "build fp16", "build int8", "int8 cache reuse",
-              "int8 foreign cache", "timing cache", "cancel"):
+              "int8 foreign cache", "timing cache", "dla", "cancel"):
         assert steps[s] is True, (s, rep)
     detail = {s["step"]: s["detail"] for s in rep["steps"]}
     assert "calibrated nothing" in detail["int8 cache reuse"]
     assert detail["int8 foreign cache"].startswith("n/a") and detail["timing cache"].startswith("n/a")
+    assert detail["dla"] == "n/a: no DLA on this device (tensorrt-rtx)"
     assert "token: stopped, nothing written" in detail["cancel"] and "SIGINT: exit 130" in detail["cancel"]
     plans = sorted((tmp_path / "engines").glob("efficientnet_lite0.tensorrt-rtx.*.plan"))
     assert len(plans) == 3 and set(rep["artefacts"]) == {"fp32", "fp16", "int8"}

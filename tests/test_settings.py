@@ -37,7 +37,8 @@ def test_relative_paths_resolve_against_the_file_and_tilde_expands(tmp_path: Pat
     s = S.load(write_settings(sub / "s.toml", '[paths]\nmodels = "m"\nimages = "~/pics"\n'))
     assert s.paths.models == sub / "m"
     assert s.paths.images == Path.home() / "pics"
-    assert s.paths.engines == sub / "engines"  # defaults are relative to the file too
+    # keys the file leaves out take their defaults, never "beside the file"
+    assert s.paths.engines == S.from_dict({}).paths.engines != sub / "engines"
 
 
 def test_env_var_selects_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

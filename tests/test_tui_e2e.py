@@ -35,15 +35,18 @@ class Tmux:
         self("send-keys", "-t", "nc", *(["-l"] if literal else []), *keys)
         time.sleep(0.3)
 
-    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+    def wait_for(self, *texts: str, timeout: float = 60.0) -> str:
+        """The screen once every one of ``texts`` is on it: the app paints in several frames, so
+        nothing read from the screen is asserted before it has been waited for."""
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if all(text in screen for text in texts):
                 return screen
             time.sleep(0.25)
-        raise AssertionError(f"{text!r} never appeared on screen:\n{screen}")
+        missing = [t for t in texts if t not in screen]
+        raise AssertionError(f"{missing!r} never appeared on screen:\n{screen}")
 
 
 @pytest.fixture
@@ -61,8 +64,9 @@ def test_real_app_in_a_terminal_classifies_three_photos(tmux, settings_path, wor
            f"--settings {shlex.quote(str(settings_path))}; echo $? > {shlex.quote(str(done))}")
     subprocess.run(["tmux", "-L", tmux.socket, "-f", "/dev/null", "new-session", "-d", "-s", "nc", "-x", "140",
                     "-y", "40", cmd], check=True, env={**env, "TERM": "xterm-256color"}, timeout=30)
-    tmux.wait_for("selected 0/8", timeout=30)
-    assert "F3 Infer" in tmux.screen()
+    # the strip and the image list are painted in different frames: wait for both (reading the
+    # strip right after "selected 0/8" once caught an empty first line)
+    tmux.wait_for("selected 0/8", "F3 Infer", timeout=30)
     # the board strip, read from the replayed Orin Nano in a real terminal
     tmux.wait_for("board 8.0 W · GPU 47% · 612 MHz · 52.3°C gpu-thermal · RAM 3.0/7.4 GiB")
     # shift+tab from the tree to the path input; type a path; Enter adds it
@@ -74,8 +78,7 @@ def test_real_app_in_a_terminal_classifies_three_photos(tmux, settings_path, wor
         tmux.keys("Enter")
     tmux.wait_for("selected 3/8")
     tmux.keys("C-r")
-    screen = tmux.wait_for("3 classified", timeout=90)
-    assert "tabby" in screen and "espresso" in screen and "daisy" in screen
+    tmux.wait_for("3 classified", "tabby", "espresso", "daisy", timeout=90)
     # F-keys switch from the path input (a text field: Alt+digit would type "£" there, 5 a digit)
     tmux.keys("F4")
     tmux.wait_for("labels (from the last inference")

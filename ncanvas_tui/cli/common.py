@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = False) -> None:
     """--settings / --debug on every parser (SUPPRESS so a subcommand does not reset the top level)."""
     parser.add_argument("--settings", metavar="PATH", default=argparse.SUPPRESS,
-                        help="settings file (default: $NCANVAS_SETTINGS, else settings.toml of the repo)")
+                        help="settings file (default: $NCANVAS_SETTINGS, else the checkout's settings.toml, "
+                        "else ~/.config/ncanvas/settings.toml, else built-in defaults)")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks and debug logs")
     if json_flag:

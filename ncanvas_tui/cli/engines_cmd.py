@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opt-level", type=int, choices=range(6), metavar="N",
                    help="builder optimization level 0..5 (default: [build].opt_level)")
     p.add_argument("--sparse", action="store_true", default=None, help="2:4 structured sparse weights")
+    p.add_argument("--dla-core", type=int, metavar="N", default=None,
+                   help="Jetson Xavier / Orin: build for DLA core N (fp16/int8, one --batch size, GPU fallback; "
+                        "default: [build].dla_core)")
     p.add_argument("--strict-int8", action="store_true", default=None,
                    help="int8: layers without an int8 kernel run fp32, not fp16 (default: [build].strict_int8)")
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date engine exists")
@@ -75,7 +78,7 @@ def run_build(args: argparse.Namespace) -> int:
     plan = api.plan_build(settings, api.BuildRequest(
         model=args.name, precision=args.precision, backend=args.backend, calibrator=args.calibrator,
         batch=args.batch, opt_level=args.opt_level, sparse=args.sparse, strict_int8=args.strict_int8,
-        force=args.force))
+        dla_core=args.dla_core, force=args.force))
     res = api.build(plan, progress=StderrProgress(), cancel=CancelToken())
     if args.json:
         print_json(res.as_dict())
@@ -108,11 +111,12 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"no artefacts in {root} (build one: ncanvas build NAME --precision int8)")
         return 0
     print(f"{'id':<10} {'model':<22} {'backend':<20} {'prec':<5} {'calibrator':<10} {'batch':<8} "
-          f"{'MB':>6}  {'GPU':<24} status")
+          f"{'MB':>6}  {'GPU / DLA':<24} status")
     for a in artefacts:
         batch = "-".join(map(str, a.batch)) if any(a.batch) else "dynamic"
         backend = f"{a.backend} {a.backend_version}".strip()
         status = f"UNUSABLE: {a.problem}" if a.problem else "ok"
+        device = a.gpu_name if a.dla_core is None else f"DLA{a.dla_core} ({a.gpu_name})"
         print(f"{a.id:<10} {a.model[:22]:<22} {backend[:20]:<20} {a.precision:<5} {a.calibrator or '-':<10} "
-              f"{batch:<8} {a.size / 1e6:>6.1f}  {a.gpu_name[:24]:<24} {status}")
+              f"{batch:<8} {a.size / 1e6:>6.1f}  {device[:24]:<24} {status}")
     return 0

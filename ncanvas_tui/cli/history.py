@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(ep)
     ep.add_argument("id", type=int, metavar="ID")
     ep.add_argument("--format", choices=("md", "json"), default="md", help="md (default) or json")
-    ep.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+    ep.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout (a new file: never overwrites)")
 
     dp = acts.add_parser("delete", help="forget one run (its picture files are kept)",
                          description="forget one run (its picture files are kept)")
@@ -59,18 +57,23 @@ def format_list(runs: list[dict[str, Any]], path: Path) -> str:
     return "\n".join(lines)
 
 
-def _write(path: str, text: str) -> None:
-    """Atomic write (temp file + rename) so an export is whole or absent."""
+def _write(path: str, text: str) -> Path:
+    """Write the export whole (temp file, fsync, then linked to the name) and never over an existing
+    file: ``--out EXISTING`` is an error naming it. Returns the path written."""
+    from ncanvas_tui.errors import NcanvasError
+    from ncanvas_tui.files import write_new_file
+
     target = Path(path).expanduser()
-    fd, tmp = tempfile.mkstemp(prefix=".ncanvas-", suffix=".part", dir=target.parent or Path("."))
+    if target.exists() or target.is_symlink():
+        raise NcanvasError(f"{target}: already exists; the export never overwrites a file "
+                           "(choose another --out, or leave it out for stdout)")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return write_new_file(target.parent, target.stem, target.suffix, text.encode("utf-8"), limit=1)
+    except FileExistsError:
+        raise NcanvasError(f"{target}: already exists; the export never overwrites a file "
+                           "(choose another --out, or leave it out for stdout)") from None
+    except OSError as e:
+        raise NcanvasError(f"{target}: cannot write the export: {e.strerror or e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,11 +98,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "export":
         text = h.export(args.id, args.format)
         if args.out:
-            try:
-                _write(args.out, text)
-            except OSError as e:
-                raise NcanvasError(f"{args.out}: cannot write the export: {e.strerror or e}") from None
-            print(args.out)
+            print(_write(args.out, text))
         else:
             sys.stdout.write(text)
     elif args.action == "delete":

@@ -21,15 +21,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     pp.set_defaults(func=run_prep)
 
 
-def describe(entry, settings, with_sha: bool) -> dict:
+def _sha(path) -> str | None:
     from ncanvas_tui.vision.catalog import sha256_file
 
+    try:
+        return sha256_file(path)
+    except OSError:  # unreadable: the listing still shows the rest
+        return None
+
+
+def describe(entry, settings, with_sha: bool) -> dict:
     path = entry.locate(settings)
     pre = entry.preprocess
     return {
         "name": entry.name, "display": entry.display, "file": entry.file,
         "path": str(path) if path else None, "present": path is not None,
-        "sha256": sha256_file(path) if (path and with_sha) else None,
+        "sha256": _sha(path) if (path and with_sha) else None,
         "size_bytes": path.stat().st_size if path else None,
         "bundled": entry.bundled, "user": entry.user,
         "input_size": pre.input_size, "top1": entry.top1,
@@ -38,6 +45,7 @@ def describe(entry, settings, with_sha: bool) -> dict:
                           "std": list(pre.std), "channel_order": pre.channel_order, "scale": pre.scale,
                           "assumed": entry.assumed_preprocess},
         "source": entry.source, "url": entry.url, "notes": entry.notes,
+        "usable": not entry.problem, "problem": entry.problem or None,
     }
 
 
@@ -59,7 +67,9 @@ def run_list(args: argparse.Namespace) -> int:
                 f" {ms:<20} {top1:>6}  {r['path'] or r['file']}")
         if r["sha256"]:
             line += f"  sha256:{r['sha256'][:16]}"
-        if p["assumed"]:
+        if r["problem"]:
+            line += f"  UNUSABLE: {r['problem']}"
+        elif p["assumed"]:
             line += "  (preprocessing assumed: add a .onnx.json sidecar)"
         print(line)
     missing = sum(not r["present"] for r in rows)

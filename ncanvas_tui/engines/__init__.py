@@ -6,6 +6,9 @@ Modules (heavy libraries are imported inside functions; importing these is cheap
 - ``prep``      Polygraphy sanitize -> NAME.prep.onnx, checked with ONNX Runtime
 - ``calibrate`` real calibration images, preprocessed per model
 - ``quantize``  Q/DQ ONNX (per backend flavour) and fp16 ONNX
-- ``build``     build_engine(): Polygraphy loaders -> engine + sidecar in the store
-- ``store``     EngineStore: list / find / check (stale, foreign, corrupt) / delete; atomic writes
+- ``plan``      plan_build(): validate a BuildRequest, read and hash the ONNX once, the ArtefactKey
+- ``build``     build(plan): small steps (Polygraphy loaders, in a child process) -> artefact + sidecar
+- ``artefacts`` list_artefacts() / select(): which artefact runs, and what is wrong with the others
+- ``acceptance`` the GPU self-test (``ncanvas doctor --gpu-selftest``)
+- ``store``     EngineStore: artefacts, sidecars, checks (stale, foreign, corrupt), locks; atomic writes
 """

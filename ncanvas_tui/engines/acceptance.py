@@ -18,6 +18,8 @@ second process      each engine deserializes in a fresh process (what `ncanvas i
 vs onnxruntime      each engine's top-1 on the photos against ONNX Runtime fp32
 vs polygraphy       each engine through Polygraphy's TrtRunner (an independent runner): same top-1
 latency             p50 at batch 1 of each engine
+dla                 where the device has a DLA: an fp16 engine on core 0 (GPU fallback counted), its
+                    top-1 and latency (n/a elsewhere)
 cancel              a build cancelled by its token, and one stopped by SIGINT, leave nothing behind
 ==================  ===========================================================================
 
@@ -212,6 +214,9 @@ class Acceptance:
             for precision, a in self.built.items():
                 b = api.bench(self.settings, api.Selection(artefact=a.id), batches=(1,), seconds=0.5)
                 d.append(f"{precision} p50 {b['results'][0]['p50_ms']:.2f} ms at batch 1")
+        with self.step("dla") as d:
+            self._need_backend()
+            self._dla(d)
         with self.step("cancel") as d:
             self._need_backend()
             self._cancel(d)
@@ -325,6 +330,27 @@ class Acceptance:
             raise AssertionError(f"{a.precision}: our runner and Polygraphy's TrtRunner disagree on top-1")
         return f"same top-1 as Polygraphy's TrtRunner on {len(batch)} photos"
 
+    def _dla(self, d: list[str]) -> None:
+        """Where the device has a DLA (Xavier, Orin AGX/NX): an fp16 engine on core 0, checked and timed."""
+        from ncanvas_tui import api
+        from ncanvas_tui.engines import compat
+
+        assert self.backend is not None
+        cores = compat.dla_cores(compat.import_trt(self.backend)) if self.backend == "tensorrt" else 0
+        if cores == 0:
+            d.append(f"n/a: no DLA on this device ({self.backend})")
+            return
+        res = api.plan_and_build(self.settings, api.BuildRequest(MODEL, "fp16", backend=self.backend, dla_core=0))
+        a = res.artefact
+        assert a is not None
+        d.append(next((n for n in a.notes if n.startswith("DLA core")), f"DLA core 0: {a.path.name}"))
+        got = [r["top"][0]["index"] for r in self._classify(a.id)["results"]]
+        agree = sum(x == y for x, y in zip(got, self.reference)) / max(1, len(got))
+        b = api.bench(self.settings, api.Selection(artefact=a.id), batches=(1,), seconds=0.5)
+        d.append(f"top-1 agreement {agree:.0%}, p50 {b['results'][0]['p50_ms']:.2f} ms at batch 1")
+        if agree < AGREEMENT["fp16"] - 0.2:
+            raise AssertionError(f"DLA fp16: top-1 agreement {agree:.0%} with ONNX Runtime fp32")
+
     def _cancel(self, d: list[str]) -> None:
         engines = Path(self.settings.paths.engines)
 
@@ -383,9 +409,9 @@ class Acceptance:
 
 def sample_photos() -> Path:
     """The ordinary photos the self-test calibrates and compares on."""
-    from ncanvas_tui.bench import FALLBACK_IMAGES
+    from ncanvas_tui.resources import sample_photos as photos
 
-    return Path(FALLBACK_IMAGES)
+    return photos()
 
 
 def acceptance_run(settings: Settings, progress: Callable[[str], None] | None = None, *,

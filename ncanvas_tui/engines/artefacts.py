@@ -180,6 +180,7 @@ def select(settings: Settings, sel: Selection) -> Target:
 def _differs(a: Artefact) -> str:
     """What tells ``a`` apart from its siblings, for the 'several match' message."""
     parts = [a.calibrator or "", f"keep-float {','.join(a.keep_float)}" if a.keep_float else "",
+             f"DLA core {a.dla_core}" if a.dla_core is not None else "",
              f"batch {'-'.join(map(str, a.batch))}" if any(a.batch) else "", a.created]
     return ", ".join(p for p in parts if p)
 

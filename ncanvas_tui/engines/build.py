@@ -445,6 +445,9 @@ def _config_kwargs(plan: BuildPlan, profile: Any, trt: Any, notes: list[str]) ->
     kw["tf32"] = plan.tf32  # Polygraphy clears TF32 unless asked
     if feats.optimization_level:
         kw["builder_optimization_level"] = plan.opt_level
+    if plan.dla_core is not None:
+        kw["use_dla"] = True            # Polygraphy: default device DLA (core 0; the core is set in dla_setup)
+        kw["allow_gpu_fallback"] = True
     if plan.sparse:
         if feats.sparse_weights:
             kw["sparse_weights"] = True
@@ -472,6 +475,36 @@ class _Polled(CancelToken):
     @property
     def cancelled(self) -> bool:
         return self._ask()
+
+
+class DlaSetup:
+    """Polygraphy PostprocessConfig step for a DLA build: the DLA core asked for (Polygraphy picks core
+    0), and which layers DLA cannot run (they fall back to the GPU: ``config.can_run_on_DLA``)."""
+
+    def __init__(self, core: int) -> None:
+        self.core = core
+        self.layers = 0
+        self.gpu_layers: int | None = None
+        self.fallback: list[str] = []
+
+    def __call__(self, builder: Any, network: Any, config: Any) -> None:
+        config.DLA_core = self.core
+        self.layers = int(network.num_layers)
+        can_run = getattr(config, "can_run_on_DLA", None)
+        if can_run is None:
+            return
+        self.fallback = [network.get_layer(i).name for i in range(self.layers)
+                         if not can_run(network.get_layer(i))]
+        self.gpu_layers = len(self.fallback)
+
+    @property
+    def summary(self) -> str:
+        if self.gpu_layers is None:
+            return f"DLA core {self.core}"
+        return (f"DLA core {self.core}: {self.layers - self.gpu_layers} of {self.layers} layers on DLA, "
+                f"{self.gpu_layers} fall back to the GPU" + (f" ({', '.join(self.fallback[:5])}"
+                                                             f"{', ...' if len(self.fallback) > 5 else ''})"
+                                                             if self.fallback else ""))
 
 
 def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, cancel: CancelToken) -> Artefact:
@@ -509,7 +542,10 @@ def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, can
     monitor = compat.make_progress_monitor(trt, progress, cancel) if feats.progress_monitor else None
     if monitor is not None:
         kw["progress_monitor"] = monitor
-    config = pg.CreateConfig(**kw)
+    config: Any = pg.CreateConfig(**kw)
+    dla = DlaSetup(plan.dla_core) if plan.dla_core is not None else None
+    if dla is not None:
+        config = pg.PostprocessConfig(config, dla)
 
     try:
         _check_cancel(cancel, "before building")
@@ -536,7 +572,10 @@ def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, can
         build_s = time.perf_counter() - tb
         _check_cancel(cancel, "after building")
         progress(5, 6, "saving engine")
+        if dla is not None:
+            notes.append(dla.summary)
         record = _record(plan, source_onnx=onnx, notes=notes, seconds=build_s)
+        record.gpu_fallback_layers = dla.gpu_layers if dla is not None else None
         if plan.gpu is not None and plan.gpu.name == NO_GPU:
             record.notes.append("built without a GPU (TensorRT-RTX): runs on any RTX GPU, compiled at load")
         store.save(record, memoryview(host_mem))

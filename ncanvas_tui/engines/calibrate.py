@@ -27,9 +27,12 @@ ProgressFn = Callable[[int, int, str], None]
 def calibration_images(folder: Path, *, need: int = 1) -> list[Path]:
     """The image files in ``folder`` (sorted, recursive one level); at least ``need`` of them."""
     folder = Path(folder)
+    from ncanvas_tui.resources import sample_photos
+
     if not folder.exists():
         raise EngineError(f"{folder}: calibration folder not found; put 32+ ordinary photos there "
-                          f"(or set [paths].calibration) for INT8 calibration")
+                          f"(or set [paths].calibration) for INT8 calibration; to try it first, copy "
+                          f"the sample photos in {sample_photos()}")
     if not folder.is_dir():
         raise EngineError(f"{folder}: [paths].calibration is not a folder")
     try:
@@ -40,7 +43,8 @@ def calibration_images(folder: Path, *, need: int = 1) -> list[Path]:
         raise EngineError(f"{folder}: calibration folder is not readable (permission denied)") from None
     if not files:
         raise EngineError(f"{folder}: calibration folder has no images; put 32+ ordinary photos there "
-                          f"for INT8 calibration (random data is never used)")
+                          f"for INT8 calibration (random data is never used); to try it first, copy "
+                          f"the sample photos in {sample_photos()}")
     if len(files) < need:
         raise EngineError(f"{folder}: {len(files)} calibration image(s), fewer than the OPT batch of {need}; "
                           f"add images or lower the OPT size of [build].batch")
@@ -147,10 +151,10 @@ class Feed:
 
 def sample_inputs(settings: Settings, entry: ModelEntry, *, count: int = 4) -> tuple[np.ndarray, str]:
     """A few real images for output comparisons (prep, checks): [paths].calibration, else the
-    repo's test photos, else a deterministic synthetic batch. Returns (batch, where-from)."""
-    from ncanvas_tui.settings import REPO_ROOT
+    bundled sample photos, else a deterministic synthetic batch. Returns (batch, where-from)."""
+    from ncanvas_tui.resources import sample_photos
 
-    for folder in (Path(settings.paths.calibration), REPO_ROOT / "tests" / "data" / "photos"):
+    for folder in (Path(settings.paths.calibration), sample_photos()):
         try:
             files = calibration_images(folder)
         except EngineError:

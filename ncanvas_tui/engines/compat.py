@@ -149,6 +149,15 @@ def memory_pool_limits(trt: ModuleType, workspace_mib: int) -> dict[Any, int] | 
     return {trt.MemoryPoolType.WORKSPACE: int(workspace_mib) << 20}
 
 
+def dla_cores(trt: ModuleType) -> int:
+    """How many DLA cores the builder sees (0: none, e.g. desktop GPUs, Orin Nano, TensorRT 11.0-11.3)."""
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+        return int(getattr(builder, "num_DLA_cores", 0) or 0)
+    except Exception:  # noqa: BLE001 - no GPU, no DLA support compiled in: none
+        return 0
+
+
 def timing_cache_ok(config: trt_t.IBuilderConfig, data: bytes) -> bool:
     """Whether TensorRT accepts ``data`` as a timing cache (a truncated or foreign file is refused)."""
     try:

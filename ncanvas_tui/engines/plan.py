@@ -42,6 +42,7 @@ class BuildRequest:
     sparse: bool | None = None
     strict_int8: bool | None = None
     tf32: bool | None = None
+    dla_core: int | None = None       # None: [build].dla_core (-1 there: the GPU)
     force: bool = False
 
 
@@ -86,6 +87,7 @@ class BuildPlan:
     sparse: bool
     strict_int8: bool              # int8: no fp16 fallback for layers without an int8 kernel
     tf32: bool                     # fp32 layers may use TF32 (TensorRT)
+    dla_core: int | None           # a DLA core (Jetson Xavier / Orin), GPU fallback; None: the GPU
     force: bool
     key: ArtefactKey
     path: Path
@@ -147,6 +149,23 @@ def resolve_build_backend(backend: str | None, settings: Settings) -> str:
     return resolve_backend(backend or settings.inference.backend)
 
 
+def _dla_checks(req: BuildRequest, backend: str, core: int) -> tuple[int, int, int]:
+    """A DLA build's own rules (before anything is read): TensorRT only, fp16/int8, one batch size."""
+    if backend != "tensorrt":
+        raise EngineError(f"--dla-core {core}: DLA engines are built by TensorRT on a Jetson (Xavier, Orin); "
+                          f"backend {backend} has no DLA")
+    if req.precision == "fp32":
+        raise EngineError(f"--dla-core {core}: DLA runs fp16 or int8, not fp32 (use --precision fp16 or int8)")
+    if req.batch is None:
+        return (1, 1, 1)
+    sizes = set(req.batch)
+    if len(sizes) != 1:
+        raise EngineError(f"--dla-core {core}: DLA has no dynamic shapes; give --batch as one number "
+                          f"(got {','.join(map(str, req.batch))})")
+    n = sizes.pop()
+    return (n, n, n)
+
+
 def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
     """Validate ``req`` and decide the artefact (see the module doc). Cheap apart from reading the ONNX."""
     from ncanvas_tui.engines import calibrate, compat
@@ -171,6 +190,11 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
     if backend not in BUILD_BACKENDS:
         raise EngineError(f"backend must be one of {', '.join(BUILD_BACKENDS)}, got {backend!r}")
 
+    dla = settings.build.dla_core if req.dla_core is None else req.dla_core
+    dla_core = dla if dla is not None and dla >= 0 else None
+    if dla_core is not None:
+        batch = _dla_checks(req, backend, dla_core)
+
     source = load_source(settings, catalog.find(settings, req.model))
     notes: list[str] = []
     if source.static_batch is not None and batch != (source.static_batch,) * 3:
@@ -180,8 +204,16 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
     feats: Features | None = None
     gpu: GpuInfo | None = None
     if backend in compat.TRT_BACKENDS:
-        feats = compat.features(compat.import_trt(backend))
+        trt = compat.import_trt(backend)
+        feats = compat.features(trt)
         gpu = compat.gpu_info()
+        if dla_core is not None:
+            cores = compat.dla_cores(trt)
+            if dla_core >= cores:
+                raise EngineError(f"--dla-core {dla_core}: this machine has "
+                                  f"{'no DLA' if not cores else f'{cores} DLA core(s) (0..{cores - 1})'} "
+                                  f"(TensorRT {feats.version} on {gpu.name}); build for the GPU without --dla-core")
+            notes.append(f"DLA core {dla_core}, GPU fallback for layers DLA cannot run")
         gpu_key = NO_GPU if gpu.name == NO_GPU else f"{gpu.name} (sm {gpu.compute_capability or '?'})"
         version = feats.version
     else:
@@ -202,9 +234,10 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
                       backend_version=version, precision=req.precision,
                       batch=batch if backend != "onnxruntime" else DYNAMIC, gpu=gpu_key,
                       calibrator=calibrator if calibrated else None,
-                      calibration_set=cal.key if cal is not None else None, options=options)
+                      calibration_set=cal.key if cal is not None else None, dla_core=dla_core,
+                      options=options)
     return BuildPlan(settings=settings, source=source, backend=backend, precision=req.precision, batch=batch,
                      calibrator=calibrator if calibrated else None, calibration=cal, opt_level=opt_level,
-                     sparse=sparse, strict_int8=strict, tf32=tf32, force=req.force, key=key, path=EngineStore(settings).path_for(key),
+                     sparse=sparse, strict_int8=strict, tf32=tf32, dla_core=dla_core, force=req.force, key=key, path=EngineStore(settings).path_for(key),
                      features=feats, gpu=gpu, notes=tuple(notes))
 

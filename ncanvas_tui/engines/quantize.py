@@ -54,7 +54,7 @@ ProgressFn = Callable[[int, int, str], None]
 
 FLAVOURS = ("ort", "trt")
 #: bump when the quantization recipe changes: cached Q/DQ models of an older recipe are rebuilt
-RECIPE = "2"
+RECIPE = "3"  # 3: min-max ranges from every calibration image
 
 
 def flavour_for(backend: str) -> str:
@@ -282,12 +282,16 @@ def _quantize(job: QuantizeJob, *, progress: ProgressFn | None = None,
     reader = Reader(batches, input_name)
 
     if flavour == "ort":
+        # No CalibMaxIntermediateOutputs: ORT's MinMaxCalibrater drops (does not merge) the outputs
+        # it has collected each time that many are reached (microsoft/onnxruntime#18893, fix #20226
+        # not merged), so min-max saw only the last N mod K images, and none on 8 photos ("No data
+        # is collected"); the entropy calibrator ignores the option.
         kw: dict[str, Any] = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
-                                  "extra_options": {"CalibMaxIntermediateOutputs": 2}}
+                              "extra_options": {}}
     else:
         kw = {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
                   "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                 "QuantizeBias": False, "CalibMaxIntermediateOutputs": 2}}
+                                 "QuantizeBias": False}}
     kw["nodes_to_exclude"] = float_nodes(model)
     if progress and cache_ok:
         progress(cal.batches, cal.batches, f"calibration ranges reused from {cache.name}")

@@ -196,6 +196,7 @@ class Artefact:
     quantization: str | None = None  # implicit (calibrated) | explicit (Q/DQ)
     keep_float: list[str] = field(default_factory=list)
     dla_core: int | None = None
+    gpu_fallback_layers: int | None = None   # DLA: layers that run on the GPU instead
     options: dict[str, str] = field(default_factory=dict)
     opt_level: int | None = None
     sparse: bool = False

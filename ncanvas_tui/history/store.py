@@ -12,6 +12,12 @@ is in WAL mode so a reader never blocks the writer. A file that is not an
 ncanvas history (corrupt, foreign, from a newer ncanvas) is an error naming the
 file and is never deleted or rewritten. Secrets never reach the database: step
 data is scrubbed of the configured API keys and of key-like fields.
+
+A history that opens but fails ``PRAGMA quick_check`` (damaged pages: ordinary queries
+may still work, writes could spread the damage and be unreadable) is never written
+into, nor read: it stays byte for byte, one warning line names it, and this store uses
+the first healthy or new file beside it (``history-2.sqlite3``, ``history-3.sqlite3``, ...),
+so runs go on being recorded and read back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -55,6 +62,11 @@ CREATE INDEX steps_run ON steps(run_id, id);
 _SECRET_KEYS = {"api_key", "apikey", "authorization", "password", "secret", "token", "access_token"}
 _MASK = "********"
 _INIT_LOCK = threading.Lock()
+log = logging.getLogger("ncanvas.history")
+#: damaged files already reported in this process (one warning each, not one per operation)
+_WARNED: set[str] = set()
+#: how many files beside a damaged history are tried before giving up
+MAX_FALLBACKS = 20
 
 
 class HistoryError(NcanvasError):
@@ -95,9 +107,14 @@ class HistoryStore:
 
     def __init__(self, settings: Settings, path: str | Path | None = None) -> None:
         self.settings = settings
-        self.path = Path(path) if path is not None else history_path(settings)
+        #: the file asked for; ``path`` is the one used (another when this one is damaged)
+        self.requested = Path(path) if path is not None else history_path(settings)
+        self.path = self.requested
         self._secrets = [s for s in (settings.llm.api_key().get(), settings.imagegen.api_key().get()) if s]
         self._ready = False
+        self._checked = False
+        #: one line when a damaged history was set aside (also logged as a warning), else None
+        self.notice: str | None = None
 
     def __repr__(self) -> str:
         return f"HistoryStore({str(self.path)!r})"
@@ -123,9 +140,38 @@ class HistoryStore:
                                 "it was left untouched: move it aside to start a new history")
         return HistoryError(f"{self.path}: cannot {what} the history database: {msg}")
 
+    def _choose(self) -> None:
+        """Pick the file to use: the requested one unless it fails its integrity check, then the first
+        healthy or absent ``history-N.sqlite3`` beside it. Checked once per store."""
+        if self._checked:
+            return
+        damaged: list[tuple[Path, str]] = []
+        path = self.requested
+        for n in range(2, MAX_FALLBACKS + 2):
+            problem = _damage(path)
+            if problem is None:
+                break
+            damaged.append((path, problem))
+            path = self.requested.with_name(f"{self.requested.stem}-{n}{self.requested.suffix}")
+        else:
+            first = damaged[0][0]
+            raise HistoryError(f"{first}: history database fails its integrity check, and so do "
+                               f"{MAX_FALLBACKS} files beside it; move them aside to start a new history")
+        self.path = path
+        self._checked = True
+        if damaged:
+            bad, problem = damaged[0]
+            self.notice = (f"{bad}: history database fails its integrity check ({problem}); it was left "
+                           f"untouched (older runs may be recovered from it with sqlite3 .recover); "
+                           f"runs are recorded in {path}")
+            if str(bad) not in _WARNED:
+                _WARNED.add(str(bad))
+                log.warning("%s", self.notice)
+
     @contextlib.contextmanager
     def _db(self, what: str, *, create: bool) -> Iterator[sqlite3.Connection | None]:
         """A connection (None when the file is absent and ``create`` is false); errors -> HistoryError."""
+        self._choose()
         if not create and not self.path.exists():
             yield None
             return
@@ -295,6 +341,32 @@ class HistoryStore:
         if fmt in ("md", "markdown"):
             return to_markdown(run)
         raise HistoryError(f"unknown export format {fmt!r} (md | json)")
+
+
+def _damage(path: Path) -> str | None:
+    """Why ``path`` must not be used (its ``PRAGMA quick_check`` findings), or None: absent, healthy,
+    or not an SQLite file at all (that is reported by opening it, as before). Read-only: the file is
+    never changed by the check."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            return None  # not a database / unreadable schema: _db reports it as an error naming the file
+        try:
+            rows = [str(r[0]) for r in con.execute("PRAGMA quick_check(3)").fetchall()]
+        except sqlite3.Error as e:  # the check itself trips over a damaged page
+            rows = [str(e) or type(e).__name__]
+    finally:
+        con.close()
+    if rows == ["ok"]:
+        return None
+    return " ".join("; ".join(rows).split())[:200]
 
 
 def _loads(text: str) -> Any:

@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-from ncanvas_tui.files import write_new_file
+from ncanvas_tui.files import read_regular_file, write_new_file
 from ncanvas_tui.settings import Settings
 from ncanvas_tui.story.catalog import StoryInputError
 from ncanvas_tui.story.model import Story
@@ -70,19 +70,8 @@ def save_story(settings: Settings, story: Story, *, directory: Path | None = Non
 def load_story(path: str | os.PathLike[str]) -> Story:
     """Read a story file written by ``save_story`` (or any .txt/.md: text only)."""
     p = Path(path).expanduser()
-    try:
-        if p.is_dir():
-            raise StoryInputError(f"{p}: is a directory, not a story file")
-        size = p.stat().st_size
-        if size > MAX_BYTES:
-            raise StoryInputError(f"{p}: {size} bytes is too big for a story file (max {MAX_BYTES})")
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise StoryInputError(f"{p}: story file not found") from None
-    except PermissionError:
-        raise StoryInputError(f"{p}: cannot read the story file (permission denied)") from None
-    except OSError as e:
-        raise StoryInputError(f"{p}: cannot read the story file: {e.strerror or e}") from None
+    # a FIFO, socket or device is refused (never waited on); folders, size, permissions: one line
+    raw = read_regular_file(p, what="story file", limit=MAX_BYTES, error=StoryInputError)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

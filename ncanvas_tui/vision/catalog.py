@@ -4,7 +4,9 @@ Each entry carries the preprocessing its weights were trained with. A user's ONN
 file (any ``*.onnx`` in ``[paths].models`` that is not a catalog file) takes its
 preprocessing from a sidecar ``<file>.json`` with the same keys as a catalog entry
 (see ``catalog.json``); without one, standard ImageNet preprocessing is assumed
-and ``models list`` says so.
+and ``models list`` says so. A sidecar that cannot be used (unreadable, not JSON, bad
+values, not a regular file) makes only its own model unusable: the entry carries the
+``problem``, ``models list`` shows it, and asking for that model is the one-line error.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ncanvas_tui import resources
 from ncanvas_tui.errors import ModelError
-from ncanvas_tui.settings import REPO_ROOT, Settings
+from ncanvas_tui.files import check_regular_file, read_regular_file
+from ncanvas_tui.settings import Settings
 
 CATALOG_FILE = Path(__file__).with_name("catalog.json")
-BUNDLED_DIR = REPO_ROOT / "models"
+#: the bundled default model's folder: the checkout's models/, or the installed package's copy
+BUNDLED_DIR = resources.bundled_model_dir()
+#: a preprocessing sidecar is a few hundred bytes; this stops a wrong file early
+MAX_SIDECAR_BYTES = 1 << 20
 DEFAULT_MODEL = "efficientnet_lite0"
 #: files in the models folder that are derived artefacts, not models of their own
 DERIVED_SUFFIXES = (".prep.onnx", ".fp16.onnx", ".int8.onnx")
@@ -89,6 +96,7 @@ class ModelEntry:
     bundled: bool = False
     user: bool = False               # found in [paths].models, not in the catalog
     assumed_preprocess: bool = False  # user model without a sidecar
+    problem: str = ""                # why this model cannot be used (a broken sidecar), one line
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def locate(self, settings: Settings) -> Path | None:
@@ -99,6 +107,8 @@ class ModelEntry:
         return None
 
     def require(self, settings: Settings) -> Path:
+        if self.problem:
+            raise ModelError(self.problem)
         path = self.locate(settings)
         if path is None:
             hint = f" (get it from {self.url})" if self.url else ""
@@ -153,18 +163,29 @@ def builtin() -> tuple[ModelEntry, ...]:
     return tuple(entries)
 
 
+def _sidecar_entry(path: Path, sidecar: Path, name: str) -> ModelEntry:
+    raw = read_regular_file(sidecar, what="preprocessing sidecar", limit=MAX_SIDECAR_BYTES, error=ModelError)
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{sidecar}: not a readable JSON preprocessing sidecar: {e}") from None
+    if not isinstance(d, dict):
+        raise ModelError(f"{sidecar}: must hold a JSON object")
+    d = {"name": name, **d, "file": path.name}
+    return _entry_from_dict(d, str(sidecar), user=True)
+
+
 def _user_entry(path: Path) -> ModelEntry:
+    """The entry of a user's ONNX file; a broken sidecar gives an entry with ``problem`` set."""
     sidecar = path.with_name(path.name + ".json")
     name = path.name[: -len(".onnx")]
-    if sidecar.is_file():
+    if sidecar.exists() or sidecar.is_symlink():
         try:
-            d = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelError(f"{sidecar}: not a readable JSON preprocessing sidecar: {e}") from None
-        if not isinstance(d, dict):
-            raise ModelError(f"{sidecar}: must hold a JSON object")
-        d = {"name": name, **d, "file": path.name}
-        return _entry_from_dict(d, str(sidecar), user=True)
+            return _sidecar_entry(path, sidecar, name)
+        except ModelError as e:
+            return ModelEntry(name=name, display=name, file=path.name, preprocess=Preprocess(), user=True,
+                              problem=f"model {name!r} is unusable: {e}",
+                              notes=f"unusable: {e}")
     return ModelEntry(name=name, display=name, file=path.name, preprocess=Preprocess(), user=True,
                       assumed_preprocess=True,
                       notes=f"no {sidecar.name}: ImageNet mean/std, resize 256, crop 224 assumed")
@@ -191,12 +212,15 @@ def find(settings: Settings, name: str | None = None) -> ModelEntry:
     name = name or settings.inference.model
     as_path = Path(name).expanduser()
     if name.endswith(".onnx") and (as_path.is_absolute() or os.sep in name):
-        if not as_path.is_file():
-            raise ModelError(f"{as_path}: ONNX file not found")
+        check_regular_file(as_path, what="ONNX file", error=ModelError)
         entry = _user_entry(as_path)
+        if entry.problem:
+            raise ModelError(entry.problem)
         return replace(entry, file=str(as_path.resolve()))
     for entry in all_models(settings):
         if name in (entry.name, entry.file):
+            if entry.problem:
+                raise ModelError(entry.problem)
             return entry
     names = ", ".join(e.name for e in all_models(settings)[:8])
     raise ModelError(f"model {name!r} is not in the catalog nor in {settings.paths.models} "

@@ -61,7 +61,8 @@ class EngineRow:
         a = self.artefact
         return (a.id, a.model, f"{a.backend} {a.backend_version}".strip(), a.precision, a.calibrator or "-",
                 self.verify, "-".join(map(str, a.batch)) if any(a.batch) else "dynamic", human_size(a.size),
-                a.gpu_name or "", f"{a.build_seconds:.0f} s" if a.build_seconds else "",
+                a.gpu_name if a.dla_core is None else f"DLA{a.dla_core} {a.gpu_name}",
+                f"{a.build_seconds:.0f} s" if a.build_seconds else "",
                 "✗ " + a.problem if a.problem else "ok")
 
 

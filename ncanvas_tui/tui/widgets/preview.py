@@ -9,6 +9,7 @@ never resized on the event loop at every redraw.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ def load_thumbnail(path: str | Path, px: int = THUMB_PX) -> Any:
     """A small RGB Pillow image (EXIF orientation applied). Raises OSError/ValueError on bad files."""
     from PIL import Image, ImageOps
 
+    from ncanvas_tui.files import not_regular
+
+    kind = not_regular(os.stat(path).st_mode)
+    if kind:  # a FIFO would block the open forever
+        raise ValueError(f"{path}: is {kind}, not an image file")
     with Image.open(path) as im:
         im.draft("RGB", (px, px))
         im = ImageOps.exif_transpose(im)
