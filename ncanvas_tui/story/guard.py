@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,7 +186,10 @@ class Guard:
         self.endpoint = f"{settings.llm.base_url}/chat/completions"
         self._rails: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._building: asyncio.Future | None = None
         self._token = f"guard-{id(self)}"
+        #: guardrails LLM calls made (input, dialog and output checks), for stats and benchmarks
+        self.check_calls = 0
 
     # -- loading -------------------------------------------------------------------------------
     def _build(self) -> Any:
@@ -250,12 +253,19 @@ class Guard:
         return rails
 
     async def rails(self) -> Any:
-        """The ``LLMRails`` of the running loop (built in a thread: the UI keeps drawing)."""
+        """The ``LLMRails`` of the running loop, built once (in a thread: the loop keeps serving the
+        story stream and the UI keeps drawing); callers that come while it is being built wait for
+        the same build."""
         loop = asyncio.get_running_loop()
-        if self._rails is None or self._loop is not loop:
-            self._rails = await asyncio.to_thread(self._build)
-            self._loop = loop
-        return self._rails
+        if self._rails is not None and self._loop is loop:
+            return self._rails
+        building = self._building
+        if building is None or building.get_loop() is not loop or (
+                building.done() and (building.cancelled() or building.exception() is not None)):
+            building = self._building = asyncio.ensure_future(asyncio.to_thread(self._build))
+        rails = await asyncio.shield(building)
+        self._rails, self._loop = rails, loop
+        return rails
 
     # -- errors --------------------------------------------------------------------------------
     def _internal_error(self, what: str) -> EndpointError:
@@ -300,6 +310,7 @@ class Guard:
         with _lock:
             _EMBED_ERRORS.pop(self._token, None)
         jobs = [self._generate([{"role": "user", "content": text}], ["input"], "input check")]
+        self.check_calls += 1
         if user_words and user_words.strip() and self.settings.guardrails.embedding_model:
             jobs.append(self._generate([{"role": "user", "content": user_words.strip()}], ["dialog"],
                                        "dialog check"))
@@ -326,9 +337,11 @@ class Guard:
         flow = next((a.name for a in activated if a.type == "dialog" and a.name != "generate user intent"), None)
         return Verdict(False, "dialog", reply, flow)
 
-    async def check_output(self, user_text: str, story: str) -> Verdict:
-        """Output rail on a whole text (non-streamed)."""
-        _CAPTURE.take()
+    async def check_output(self, user_text: str, story: str, *, fresh: bool = True) -> Verdict:
+        """NeMo Guardrails' output rails on a text (a whole story, or one chunk of a stream)."""
+        if fresh:
+            _CAPTURE.take()
+        self.check_calls += 1
         reply, activated = await self._generate(
             [{"role": "user", "content": user_text}, {"role": "assistant", "content": story}], ["output"],
             "output check")
@@ -339,33 +352,128 @@ class Guard:
             raise self._internal_error("output check")
         return Verdict(True)
 
-    async def stream_output(self, user_text: str, tokens: AsyncIterator[str]) -> AsyncIterator[str]:
+    async def _check_chunk(self, user_text: str, text: str, limit: asyncio.Semaphore) -> None:
+        """NeMo Guardrails' output rails on one chunk (with its context); raises when blocked."""
+        async with limit:
+            verdict = await self.check_output(user_text, text, fresh=False)
+        if not verdict.allowed:
+            raise GuardrailRefusal(OUTPUT_BLOCKED, "output")
+
+    async def stream_output(self, user_text: str, tokens: AsyncIterator[str],
+                            gate: Awaitable[Verdict] | None = None) -> AsyncIterator[str]:
         """Checked story text from ``tokens``; raises GuardrailRefusal('output') when blocked.
 
-        Errors of ``tokens`` itself (e.g. ``StreamBroken``) propagate unchanged.
+        The text is cut into chunks (``ChunkPlan``: a small first one, then doubling up to
+        ``chunk_size``) and each chunk, with ``context_size`` tokens of the one before, goes
+        through NeMo Guardrails' output rails (``check_output``) as soon as it is complete, while
+        the story goes on; chunks are released in order, each only after its check passed (and,
+        with ``gate``, after the input check passed: a refusal there raises ``InputRefused``).
+        Errors of ``tokens`` itself (e.g. ``StreamBroken``) propagate unchanged, after the chunks
+        that passed before them.
         """
         rails = await self.rails()
+        plan = ChunkPlan.from_config(rails.config)
         _CAPTURE.take()
-        stream = rails.stream_async(messages=[{"role": "user", "content": user_text}], generator=tokens)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        limit = asyncio.Semaphore(MAX_CHECKS_IN_FLIGHT)
+        checks: list[asyncio.Future] = []
+
+        def launch(pieces: list[str], context: list[str]) -> None:
+            text = "".join(pieces)
+            if not text.strip():  # whitespace only: nothing to check
+                queue.put_nowait((pieces, None))
+                return
+            task = asyncio.ensure_future(self._check_chunk(user_text, "".join(context) + text, limit))
+            checks.append(task)
+            queue.put_nowait((pieces, task))
+
+        async def pump() -> None:
+            sizes = plan.sizes()
+            want, buf, before = next(sizes), [], []  # before: the previous chunk's tokens (context)
+            try:
+                async for piece in tokens:
+                    buf.append(piece)
+                    if len(buf) >= want:
+                        launch(buf, before[-plan.context:] if plan.context else [])
+                        before, buf, want = buf, [], next(sizes)
+                if buf:
+                    launch(buf, before[-plan.context:] if plan.context else [])
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(_END)
+
+        pumping = asyncio.ensure_future(pump())
+        gated = gate is None
         try:
-            async for chunk in stream:
-                if not isinstance(chunk, str):
-                    continue
-                err = _error_chunk(chunk)
-                if err is None:
-                    yield chunk
-                    continue
-                kind = str(err.get("type", ""))
-                if kind == "guardrails_violation" or err.get("code") == "content_blocked":
-                    raise GuardrailRefusal(OUTPUT_BLOCKED, "output")
-                raise self._internal_error(f"output check ({err.get('message', kind)})")
+            while True:
+                item = await queue.get()
+                if not gated:  # nothing (not even an error of the story) before the request passed
+                    verdict = await gate  # type: ignore[misc]
+                    gated = True
+                    if not verdict.allowed:
+                        raise InputRefused(verdict)
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                pieces, check = item
+                if check is not None:
+                    await check
+                for piece in pieces:  # as the LLM sent them: the text still streams in
+                    yield piece
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    log.debug("closing the guarded stream failed", exc_info=True)
+            pumping.cancel()
+            for task in checks:
+                task.cancel()
+            await asyncio.gather(pumping, *checks, return_exceptions=True)
+
+
+class InputRefused(GuardrailRefusal):
+    """The input (or dialog) rail refused the request while the story was already being written."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message or "The request was blocked.", verdict.rail or "input")
+        self.verdict = verdict
+
+
+class _End:
+    pass
+
+
+_END = _End()
+#: output checks running at once on one story (chunk k is checked while k+1, k+2 are written)
+MAX_CHECKS_IN_FLIGHT = 3
+
+
+@dataclass
+class ChunkPlan:
+    """How the streamed story is cut for the output rail, from ``rails.output.streaming`` in
+    config.yml: ``first_chunk_size`` tokens first (the first text shows up soon), then each chunk
+    twice the one before, up to ``chunk_size``; ``context_size`` tokens of the previous chunk go
+    along with each check."""
+
+    first: int
+    largest: int
+    context: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> ChunkPlan:
+        streaming = config.rails.output.streaming
+        largest = max(1, int(streaming.chunk_size))
+        extra = getattr(streaming, "model_extra", None) or {}
+        first = int(extra.get("first_chunk_size") or DEFAULT_FIRST_CHUNK)
+        return cls(first=max(1, min(first, largest)), largest=largest, context=max(0, int(streaming.context_size)))
+
+    def sizes(self) -> Iterator[int]:
+        n = self.first
+        while True:
+            yield n
+            n = min(self.largest, n * 2)
+
+
+#: tokens in the first checked chunk when config.yml does not say (``first_chunk_size``)
+DEFAULT_FIRST_CHUNK = 16
 
 
 def _response_text(res: Any) -> str:

@@ -103,6 +103,11 @@ class LlmClient:
             self._loop = loop
         return self._client
 
+    def warm(self) -> None:
+        """Import ``openai`` and make the client now, in this thread (the guardrails' build imports
+        in another thread; two threads importing openai at once break its imports)."""
+        self.client().chat.completions  # noqa: B018 - the resource modules are imported lazily
+
     async def aclose(self) -> None:
         if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.close()

@@ -149,29 +149,31 @@ class StoryWriter:
                 yield piece
 
         producer: asyncio.Task | None = None
+        checker: asyncio.Future | None = None
+        checks0 = self.guard.check_calls if self.guard is not None else 0
         direct: Any = None  # the LLM stream when we iterate it ourselves (closed at the end)
         try:
             if self.guard is not None:
                 yield self._status("checking the request (input and dialog rails)")
                 tokens: AsyncIterator[str]
-                # build the rails first (in a thread: it imports nemoguardrails and openai); starting
-                # the story while another thread is importing the same modules breaks the imports
-                await self.guard.rails()
+                gate: asyncio.Future | None = None
                 if self.settings.guardrails.speculative:
-                    # the story starts now; its text waits in the queue until the request passed
+                    # the story starts now, before the rails are even built (their build runs in a
+                    # thread); its text is checked chunk by chunk as it comes and released only once
+                    # the request passed the input rail and the chunk passed the output rail
+                    self.client.warm()  # imports openai in this thread before the rails' thread does
                     producer, tokens = _prefetch(llm_tokens())
+                    gate = asyncio.ensure_future(self._check_input(result, rails_text))
+                    checker = gate
                 else:
+                    from ncanvas_tui.story.guard import InputRefused
+
+                    verdict = await self._check_input(result, rails_text)
+                    if not verdict.allowed:
+                        raise InputRefused(verdict)
                     tokens = direct = llm_tokens()
-                t_in = time.perf_counter()
-                verdict = await self.guard.check_input(rails_text, result.prompt)
-                result.stats["input_check_ms"] = (time.perf_counter() - t_in) * 1000
-                if not verdict.allowed:
-                    result.blocked, result.rail, result.message = True, verdict.rail, verdict.message
-                    result.stats["flow"] = verdict.flow or ""  # type: ignore[assignment]
-                    source = None
-                else:
-                    yield self._status("writing (the output rail checks the text in chunks)")
-                    source = self.guard.stream_output(rails_text, tokens)
+                yield self._status("writing (the output rail checks the text in chunks)")
+                source = self.guard.stream_output(rails_text, tokens, gate=gate)
             else:
                 yield self._status("writing")
                 source = direct = llm_tokens()
@@ -185,6 +187,10 @@ class StoryWriter:
                 yield StoryToken(piece)
         except GuardrailRefusal as refusal:
             result.blocked, result.rail, result.message = True, refusal.rail, str(refusal)
+            verdict = getattr(refusal, "verdict", None)
+            if verdict is not None:
+                result.message = verdict.message
+                result.stats["flow"] = verdict.flow or ""  # type: ignore[assignment]
             released.clear()
         except StreamBroken as broken:
             await self._keep_partial(result, broken, released, raw, rails_text)
@@ -194,9 +200,11 @@ class StoryWriter:
         except asyncio.CancelledError:
             result.cancelled = True
             result.partial = bool(released)
-            self._finish(result, released, prior, t0, calls0, retries0)
+            self._finish(result, released, prior, t0, calls0, retries0, checks0)
             raise
         finally:
+            if checker is not None and not checker.done():
+                checker.cancel()
             if producer is not None and not producer.done():
                 producer.cancel()  # refused, blocked or failed: stop the speculative story
             if direct is not None:
@@ -204,8 +212,17 @@ class StoryWriter:
                     await direct.aclose()  # a stopped story must not keep its HTTP stream open
                 except (RuntimeError, NcanvasError):
                     log.debug("closing the story stream", exc_info=True)
-        self._finish(result, released, prior, t0, calls0, retries0)
+        self._finish(result, released, prior, t0, calls0, retries0, checks0)
         yield result
+
+    async def _check_input(self, result: StoryResult, rails_text: str) -> Any:
+        """The input and dialog rails on the request (after the rails are built); timed in stats."""
+        assert self.guard is not None
+        await self.guard.rails()
+        t_in = time.perf_counter()
+        verdict = await self.guard.check_input(rails_text, result.prompt)
+        result.stats["input_check_ms"] = (time.perf_counter() - t_in) * 1000
+        return verdict
 
     async def _keep_partial(self, result: StoryResult, broken: StreamBroken, released: list[str],
                             raw: list[str], rails_text: str) -> None:
@@ -231,13 +248,15 @@ class StoryWriter:
             released.clear()
 
     def _finish(self, result: StoryResult, released: list[str], prior: str | None, t0: float,
-                calls0: int, retries0: int) -> None:
+                calls0: int, retries0: int, checks0: int = 0) -> None:
         text = "".join(released).rstrip()
         result.text = "" if result.blocked else text
         result.story = (prior or "") if result.blocked else join_story(prior or "", text, result.language)
         result.stats["total_ms"] = (time.perf_counter() - t0) * 1000
         result.stats["llm_calls"] = self.client.calls - calls0
         result.stats["retries"] = self.client.retries_done - retries0
+        if self.guard is not None:
+            result.stats["check_calls"] = self.guard.check_calls - checks0
         self.last_result = result
 
     async def run(self, request: StoryRequest, on_token: Callable[[str], Any] | None = None) -> StoryResult:
