@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,11 +49,22 @@ class StoryRunner:
 
     def warm(self) -> concurrent.futures.Future[None]:
         """Set up what the first story needs now, in the background (the ``openai`` client and,
-        with guardrails on, the rails: ~1 s of imports and parsing), so it starts at once."""
+        with guardrails on, the rails: ~1 s of imports and parsing), so it starts at once.
+
+        The garbage collector is paused meanwhile and what was made is frozen afterwards: the
+        imports make a few hundred thousand long-lived objects, and the full collections they set
+        off would stop every thread (a UI's event loop too) for 50-150 ms each."""
         async def job() -> None:
-            self.writer.client.warm()
-            if self.writer.guard is not None:
-                await self.writer.guard.rails()
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self.writer.client.warm()
+                if self.writer.guard is not None:
+                    await self.writer.guard.rails()
+            finally:
+                gc.freeze()
+                if was_enabled:
+                    gc.enable()
 
         return asyncio.run_coroutine_threadsafe(job(), self._loop)
 
