@@ -181,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         where = f"; the partial story was saved to {result.path}" if result.path else ""
         _err(f"ncanvas: error: {result.error}{where}")
         return result.exc.exit_code if result.exc is not None else 2
+    if result.stats.get("cut_at_chars"):
+        _err(f"ncanvas: the story reached [llm].max_story_chars ({result.stats['cut_at_chars']} characters); "
+             "kept what came as a partial story")
     if result.path is not None:
         _err(f"ncanvas: saved {result.path}")
     return 0

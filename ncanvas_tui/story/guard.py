@@ -28,10 +28,12 @@ import json
 import logging
 import os
 import threading
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ncanvas_tui.endpoints import redact_url
 from ncanvas_tui.errors import EndpointError, GuardrailRefusal, NcanvasError
 from ncanvas_tui.settings import Settings
 from ncanvas_tui.story.llm import PLACEHOLDER_KEY, scrub
@@ -136,7 +138,7 @@ def _register_embedding_provider() -> None:
             status = getattr(exc, "status_code", None)
             what = f"{status} " if status else ""
             msg = scrub(f"{what}{type(exc).__name__}: {exc}", self._key())[:200]
-            text = (f"{self.base_url}/embeddings (dialog rails, [guardrails].embedding_model "
+            text = (f"{redact_url(self.base_url)}/embeddings (dialog rails, [guardrails].embedding_model "
                     f"{self.model!r}) failed: {msg}; an endpoint without embeddings: set "
                     f"[guardrails].embedding_model = \"\" to skip the dialog flows")
             with _lock:
@@ -183,7 +185,7 @@ class Guard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config_dir = settings.guardrails.config
-        self.endpoint = f"{settings.llm.base_url}/chat/completions"
+        self.endpoint = f"{redact_url(settings.llm.base_url)}/chat/completions"
         self._rails: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._building: asyncio.Future | None = None
@@ -239,7 +241,12 @@ class Guard:
         if not found_main:
             raise GuardrailsConfigError(f"{cfg_dir}/config.yml: needs a model entry with type: main")
         try:
-            rails = LLMRails(config)
+            with warnings.catch_warnings(record=True) as caught:  # to the log, not the user's stderr
+                warnings.simplefilter("always")
+                rails = LLMRails(config)
+            for w in caught:
+                log.info("nemoguardrails: %s: %s", w.category.__name__,
+                         scrub(str(w.message), self.settings.llm.api_key().get()))
         except NcanvasError:
             raise
         except Exception as e:
@@ -277,16 +284,33 @@ class Guard:
         root = _root_cause(exc)
         if isinstance(root, EndpointError):
             return root
-        cause = scrub(str(root) if root is not None else (text or "unknown cause"),
-                      self.settings.llm.api_key().get())[:240]
+        timed_out = self._timed_out(exc, what)
+        if timed_out is not None:
+            return timed_out
+        cause = scrub(str(root) if root is not None else (text or ""), self.settings.llm.api_key().get())[:240]
+        cause = cause or (type(root).__name__ if root is not None else "unknown cause")
         return EndpointError(f"{self.endpoint}: guardrails {what} failed: {cause}")
 
     def _llm_failure(self, exc: BaseException, what: str) -> EndpointError:
         root = _root_cause(exc) or exc
         if isinstance(root, EndpointError):
             return root
-        cause = scrub(str(root), self.settings.llm.api_key().get())[:240]
+        timed_out = self._timed_out(exc, what)
+        if timed_out is not None:
+            return timed_out
+        cause = scrub(str(root), self.settings.llm.api_key().get())[:240] or type(root).__name__
         return EndpointError(f"{self.endpoint}: guardrails {what} failed: {cause}")
+
+    def _timed_out(self, exc: BaseException | None, what: str) -> EndpointError | None:
+        """A timeout anywhere in the chain: say so, after how long, and where."""
+        seen = 0
+        while exc is not None and seen < 12:
+            name = type(exc).__name__.lower()
+            if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "timeout" in name:
+                return EndpointError(f"{self.endpoint}: guardrails {what} timed out after "
+                                     f"{self.settings.llm.timeout_s:g} s without an answer ([llm].timeout_s)")
+            exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        return None
 
     # -- the rails -----------------------------------------------------------------------------
     async def _generate(self, messages: list[dict[str, str]], rails: list[str], what: str) -> tuple[str, list]:

@@ -14,12 +14,11 @@ import asyncio
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ncanvas_tui.endpoints import require_key
+from ncanvas_tui.endpoints import redact, redact_url, require_key
 from ncanvas_tui.errors import EndpointError
 from ncanvas_tui.settings import Settings
 
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 
 #: sent when no key is configured (local servers: Ollama, vLLM, llama.cpp ignore it)
 PLACEHOLDER_KEY = "not-needed"
-_KEYLIKE = re.compile(r"\b(sk|nvapi|key)-[A-Za-z0-9_\-*.]{6,}")
 
 
 class StreamBroken(EndpointError):
@@ -38,12 +36,8 @@ class StreamBroken(EndpointError):
         self.partial = partial
 
 
-def scrub(text: str, *secrets: str) -> str:
-    """Remove secrets (and anything that looks like an API key) from a message; one line."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "***")
-    return " ".join(_KEYLIKE.sub("***", text).split())
+#: the one redaction of the app (endpoints.redact): secrets, key-like words, URL credentials
+scrub = redact
 
 
 def _server_message(exc: Any) -> str:
@@ -81,7 +75,7 @@ class LlmClient:
     def __init__(self, settings: Settings, *, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.settings = settings
         self.llm = settings.llm
-        self.endpoint = f"{self.llm.base_url}/chat/completions"
+        self.endpoint = f"{redact_url(self.llm.base_url)}/chat/completions"
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sleep = sleep
@@ -266,8 +260,10 @@ class LlmClient:
         if not got:
             what = "no choices" if not saw_choices else "no text"
             raise EndpointError(f"{self.endpoint}: empty or malformed response ({what} in the stream)")
-        if not finished:
-            log.info("%s: stream ended without a finish_reason", self.endpoint)
+        if not finished:  # the body just ended: no finish_reason (and no [DONE]); the story is cut
+            text = "".join(got)
+            raise StreamBroken(f"{self.endpoint}: the stream ended before it finished (no finish_reason); "
+                               f"kept the {len(text)} characters that had arrived", text)
 
 
 def elapsed_ms(t0: float) -> float:

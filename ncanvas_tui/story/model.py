@@ -115,10 +115,10 @@ class StoryResult:
         if self.blocked:
             out: dict[str, Any] = {"story": "", "blocked": True, "rail": self.rail, "message": self.message}
         else:
-            out = {"story": self.story, "blocked": False, "rail": None}
+            out = {"story": self.story, "blocked": False, "rail": None,
+                   "partial": bool(self.partial or self.cancelled or self.error is not None)}
             if self.error is not None:
                 out["error"] = self.error
-                out["partial"] = True
         out.update({"labels": list(self.labels), "style": self.style, "theme": self.theme,
                     "language": self.language, "guardrails": self.guardrails,
                     "path": str(self.path) if self.path else None, "run_id": self.run_id,

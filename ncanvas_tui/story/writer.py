@@ -143,10 +143,26 @@ class StoryWriter:
             if self.on_status is not None:
                 self.on_status(note)
 
+        cap = self.settings.llm.max_story_chars
+        cut: list[int] = []  # [cap] once the story was cut at [llm].max_story_chars
+
         async def llm_tokens() -> AsyncIterator[str]:
-            async for piece in self.client.stream(messages, on_retry=on_retry):
-                raw.append(piece)
-                yield piece
+            size = 0
+            stream = self.client.stream(messages, on_retry=on_retry)
+            try:
+                async for piece in stream:
+                    if size + len(piece) > cap:  # keep what fits, stop the stream
+                        piece = piece[: cap - size]
+                        if piece:
+                            raw.append(piece)
+                            yield piece
+                        cut.append(cap)
+                        return
+                    size += len(piece)
+                    raw.append(piece)
+                    yield piece
+            finally:
+                await stream.aclose()
 
         producer: asyncio.Task | None = None
         checker: asyncio.Future | None = None
@@ -212,6 +228,13 @@ class StoryWriter:
                     await direct.aclose()  # a stopped story must not keep its HTTP stream open
                 except (RuntimeError, NcanvasError):
                     log.debug("closing the story stream", exc_info=True)
+        if cut and not result.blocked:
+            result.partial = True
+            result.stats["cut_at_chars"] = cut[0]
+            note = (f"the story reached [llm].max_story_chars ({cut[0]} characters): kept what came, "
+                    "marked partial")
+            log.info(note)
+            yield self._status(note)
         self._finish(result, released, prior, t0, calls0, retries0, checks0)
         yield result
 

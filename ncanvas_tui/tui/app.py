@@ -158,7 +158,7 @@ class NcanvasApp(App[int]):
         """Set the story writer up (openai client, guardrails) on its own thread; the future, or None."""
         try:
             return self.story_runner().warm()
-        except Exception:  # noqa: BLE001 - the story screen reports it when it is used
+        except Exception:  # the story screen reports it when it is used
             logging.getLogger(__name__).info("story set-up skipped", exc_info=True)
             return None
 
