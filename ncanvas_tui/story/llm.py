@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -162,37 +161,34 @@ class LlmClient:
             return exc.status_code == 429 or exc.status_code >= 500
         return isinstance(exc, openai.APIConnectionError)
 
-    def _delay(self, exc: BaseException, attempt: int) -> float:
+    def _retry_after(self, exc: BaseException) -> float | None:
         response = getattr(exc, "response", None)
         header = response.headers.get("retry-after") if response is not None else None
-        if header is not None:
-            try:
-                return max(0.0, min(float(header), 30.0))
-            except ValueError:
-                pass
-        base = self.llm.retry_backoff_s
-        return min(base * (2 ** attempt), 20.0) * (0.75 + random.random() * 0.5)
+        try:
+            return float(header) if header is not None else None
+        except ValueError:
+            return None
 
     async def _with_retries(self, make: Callable[[], Any], on_retry: Callable[[str], Any] | None) -> Any:
-        attempt = 0
-        while True:
-            try:
-                self.calls += 1
-                return await make()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if attempt >= self.llm.retries or not self._retryable(exc):
-                    raise self.error(exc, after_retries=attempt) from exc
-                delay = self._delay(exc, attempt)
-                attempt += 1
-                self.retries_done += 1
-                what = f"{exc.status_code}" if hasattr(exc, "status_code") else type(exc).__name__
-                note = f"{self.endpoint}: {what}, retrying in {delay:.1f} s ({attempt}/{self.llm.retries})"
-                log.info(note)
-                if on_retry is not None:
-                    on_retry(note)
-                await self._sleep(delay)
+        """``make()`` under the app's one retry policy (``ncanvas_tui.retry``)."""
+        from ncanvas_tui.retry import RetryPolicy
+
+        async def counted() -> Any:
+            self.calls += 1
+            return await make()
+
+        def retrying(exc: BaseException, attempt: int, delay: float) -> None:
+            self.retries_done += 1
+            what = f"{exc.status_code}" if hasattr(exc, "status_code") else type(exc).__name__
+            note = f"{self.endpoint}: {what}, retrying in {delay:.1f} s ({attempt}/{self.llm.retries})"
+            log.info(note)
+            if on_retry is not None:
+                on_retry(note)
+
+        policy = RetryPolicy(retries=self.llm.retries, backoff_s=self.llm.retry_backoff_s)
+        return await policy.acall(counted, retryable=self._retryable, retry_after=self._retry_after,
+                                  on_retry=retrying, fail=lambda exc, n: self.error(exc, after_retries=n - 1),
+                                  sleep=self._sleep)
 
     # -- API ---------------------------------------------------------------------------------------
     def params(self, max_tokens: int | None = None, temperature: float | None = None) -> dict[str, Any]:
