@@ -106,7 +106,8 @@ class LlmClient:
             await self._client.close()
         self._client = None
 
-    def error(self, exc: BaseException, *, after_retries: int = 0, partial: str = "") -> EndpointError:
+    def error(self, exc: BaseException, *, after_retries: int = 0, partial: str = "",
+              vision: bool = False) -> EndpointError:
         """Map any client exception to one clear line naming the endpoint."""
         import openai
 
@@ -123,6 +124,10 @@ class LlmClient:
                 else:
                     hint = f"the key in ${key_env} was refused"
                 text = f"{ep}: {code} {'Unauthorized' if code == 401 else 'Forbidden'}: {hint} ({msg})"
+            elif vision and code in (400, 404, 415, 422, 501):
+                text = (f"{ep}: {code}: the model rejected the pictures ({msg}); [llm].vision = true needs a "
+                        f"multimodal [llm].model (GPT-4o, Llama 3.2 Vision, LLaVA...): choose one or set "
+                        f"[llm].vision = false")
             elif code == 404:
                 text = f"{ep}: 404 Not Found: is [llm].model {self.llm.model!r} served there? ({msg})"
             elif code == 429:
@@ -169,7 +174,8 @@ class LlmClient:
         except ValueError:
             return None
 
-    async def _with_retries(self, make: Callable[[], Any], on_retry: Callable[[str], Any] | None) -> Any:
+    async def _with_retries(self, make: Callable[[], Any], on_retry: Callable[[str], Any] | None,
+                            vision: bool = False) -> Any:
         """``make()`` under the app's one retry policy (``ncanvas_tui.retry``)."""
         from ncanvas_tui.retry import RetryPolicy
 
@@ -187,7 +193,7 @@ class LlmClient:
 
         policy = RetryPolicy(retries=self.llm.retries, backoff_s=self.llm.retry_backoff_s)
         return await policy.acall(counted, retryable=self._retryable, retry_after=self._retry_after,
-                                  on_retry=retrying, fail=lambda exc, n: self.error(exc, after_retries=n - 1),
+                                  on_retry=retrying, fail=lambda exc, n: self.error(exc, after_retries=n - 1, vision=vision),
                                   sleep=self._sleep)
 
     # -- API ---------------------------------------------------------------------------------------
@@ -214,17 +220,18 @@ class LlmClient:
             raise EndpointError(f"{self.endpoint}: empty response (the answer had no text)")
         return content
 
-    async def stream(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+    async def stream(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
                      temperature: float | None = None,
                      on_retry: Callable[[str], Any] | None = None) -> AsyncIterator[str]:
         """Text deltas as they arrive. Retries only until the stream has started."""
+        vision = any(isinstance(m.get("content"), list) for m in messages)
         client = self.client()
 
         async def make() -> Any:
             return await client.chat.completions.create(messages=messages, stream=True,
                                                         **self.params(max_tokens, temperature))
 
-        stream = await self._with_retries(make, on_retry)
+        stream = await self._with_retries(make, on_retry, vision)
         got: list[str] = []
         finished = False
         saw_choices = False

@@ -106,7 +106,8 @@ class StoryWriter:
         prior = request.continue_from
         labels = parse_labels(request.labels or (prior.labels if prior else []))
         if not labels and prior is None:  # a plain-text story to continue may have none
-            raise StoryInputError("no labels: give at least one (e.g. --labels \"daisy,robot\")")
+            raise StoryInputError("no labels: give at least one (e.g. --labels \"daisy,robot\"), or pictures "
+                                  "to take them from (--images PATH...)")
         style = resolve_style(request.style or (prior.style if prior else None), self.rng)
         theme = resolve_theme(request.theme or (prior.theme if prior else None), self.rng)
         language = request.language or (prior.language if prior and prior.language else None) \
@@ -119,9 +120,11 @@ class StoryWriter:
         prompt = (request.prompt or "").strip() or None
         if prompt and len(prompt) > 4000:
             raise StoryInputError(f"the prompt is {len(prompt)} characters long; keep it under 4000")
+        images = [str(p) for p in (request.images or [])]
         return StoryResult(labels=labels, style=style, theme=theme, language=language, prompt=prompt,
                            model=self.settings.llm.model, guardrails=self.guard is not None,
-                           story=prior.text if prior else "")
+                           story=prior.text if prior else "", images=images,
+                           vision=bool(images) and self.settings.llm.vision)
 
     async def write(self, request: StoryRequest) -> AsyncIterator[Event]:
         """Stream one story (or continuation). See the module docstring."""
@@ -130,6 +133,12 @@ class StoryWriter:
         prior = request.continue_from.text if request.continue_from else None
         messages = prompts.story_messages(result.labels, result.style or "", result.theme or "",
                                           result.prompt, result.language, story_so_far=prior)
+        if result.vision:  # the pictures go to the model as image parts; the rails see only the words
+            from ncanvas_tui.story.images import image_parts
+
+            first_user = next(m for m in messages if m["role"] == "user")
+            first_user["content"] = [{"type": "text", "text": first_user["content"]},
+                                     *image_parts(result.images)]
         rails_text = prompts.rails_user_text(result.labels, result.style or "", result.theme or "",
                                              result.prompt)
         released: list[str] = []   # text the user has seen (checked, when guardrails are on)
