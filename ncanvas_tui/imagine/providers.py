@@ -45,7 +45,8 @@ class ImageRequest:
     width: int = 1024
     height: int = 1024
     steps: int | None = None
-    seed: int | None = None          # None: random
+    seed: int | None = None          # None: the provider's own random one
+    guidance: float | None = None    # classifier-free guidance (cfg_scale); None: the provider's default
 
 
 @dataclass
@@ -275,13 +276,13 @@ def nvidia_payload(model: str, req: ImageRequest) -> dict[str, Any]:
         prompts = [{"text": req.prompt, "weight": 1}]
         if req.negative:
             prompts.append({"text": req.negative, "weight": -1})
-        body = {"text_prompts": prompts, "width": req.width, "height": req.height, "cfg_scale": 5,
-                "sampler": "K_DPM_2_ANCESTRAL", "seed": seed}
+        body = {"text_prompts": prompts, "width": req.width, "height": req.height,
+                "cfg_scale": req.guidance or 5, "sampler": "K_DPM_2_ANCESTRAL", "seed": seed}
     elif "stable-diffusion-3" in m or "sd3" in m:
         want = req.width / req.height
         ratio = min(_SD3_RATIOS, key=lambda k: abs(_SD3_RATIOS[k] - want))
-        body = {"prompt": req.prompt, "mode": "text-to-image", "aspect_ratio": ratio, "cfg_scale": 5,
-                "seed": seed, "output_format": "jpeg"}
+        body = {"prompt": req.prompt, "mode": "text-to-image", "aspect_ratio": ratio,
+                "cfg_scale": req.guidance or 5, "seed": seed, "output_format": "jpeg"}
         if req.negative:
             body["negative_prompt"] = req.negative
     else:
@@ -334,6 +335,8 @@ def _sdwebui(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
                                "seed": req.seed if req.seed is not None else -1, "batch_size": 1, "n_iter": 1}
     if req.steps is not None:
         payload["steps"] = req.steps
+    if req.guidance:
+        payload["cfg_scale"] = req.guidance
     data = _post_json(url, payload, headers, cfg, bool(key), auth=auth)
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list) or not images or not isinstance(images[0], str) or not images[0]:
@@ -351,6 +354,39 @@ def _sdwebui(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
 
 _CALLS: dict[str, Callable[[ImagegenSettings, ImageRequest], ImageAnswer]] = {
     "openai": _openai, "nvidia": _nvidia, "sdwebui": _sdwebui}
+
+
+#: what each provider's API takes besides the prompt (the rest is said once, then left out)
+def supports(provider: str, model: str = "") -> set[str]:
+    if provider == "openai":
+        return {"negative"}  # folded into the prompt as "Avoid: ..."; no seed, steps or guidance
+    if provider == "nvidia":
+        m = model.lower()
+        return {"negative", "seed", "steps"} | ({"guidance"} if ("xl" in m or "sd3" in m
+                                                              or "stable-diffusion-3" in m) else set())
+    return {"negative", "seed", "steps", "guidance"}
+
+
+_said: set[tuple[str, str]] = set()
+
+
+def unsupported_note(provider: str, model: str, asked: dict[str, Any],
+                     say: Callable[[str], Any] | None = None) -> list[str]:
+    """Options asked for (non-None values) that the provider has no field for: returns their names
+    and, the first time per provider and option in this process, says so in one line."""
+    missing = [k for k, v in asked.items() if v is not None and k not in supports(provider, model)]
+    fresh = [k for k in missing if (provider, k) not in _said]
+    if fresh:
+        _said.update((provider, k) for k in fresh)
+        line = (f"ncanvas: note: the {provider} image API ({model}) has no {', '.join(fresh)}; "
+                "left out of the request")
+        if say is not None:
+            say(line)
+        else:
+            import sys
+
+            print(line, file=sys.stderr, flush=True)
+    return missing
 
 
 def endpoint_of(cfg: ImagegenSettings) -> str:
