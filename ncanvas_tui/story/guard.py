@@ -31,6 +31,7 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ncanvas_tui.endpoints import redact_url
@@ -103,6 +104,47 @@ def _root_cause(exc: BaseException | None) -> BaseException | None:
     while exc is not None and (exc.__cause__ is not None) and seen < 10:
         exc, seen = exc.__cause__, seen + 1
     return exc
+
+
+def colang_cache_dir() -> Path:
+    """Where parsed Colang files are kept: ``$XDG_CACHE_HOME/ncanvas/colang`` (``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ncanvas" / "colang"
+
+
+def _cache_colang_parsing() -> None:
+    """``LLMRails`` parses NeMo Guardrails' whole flow library (~60 .co files, 0.2-0.4 s of CPU) each
+    time it starts, i.e. in every CLI process: keep the parsed form (plain JSON) on disk, keyed by
+    the nemoguardrails version and the file's name and text, and parse only what changed."""
+    import hashlib
+
+    import nemoguardrails
+    from nemoguardrails.rails.llm import llmrails
+
+    original = llmrails.parse_colang_file
+    if getattr(original, "ncanvas_cached", False):
+        return
+    folder = colang_cache_dir() / str(getattr(nemoguardrails, "__version__", "unknown"))
+
+    def parse(filename: str, content: str, include_source_mapping: bool = True, version: str = "1.0") -> Any:
+        key = hashlib.sha256(json.dumps([filename, content, include_source_mapping, version]).encode()).hexdigest()
+        path = folder / f"{key[:40]}.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        result = original(filename, content, include_source_mapping=include_source_mapping, version=version)
+        try:
+            from ncanvas_tui.engines.store import atomic_write_bytes
+
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, json.dumps(result).encode("utf-8"))  # key order kept as parsed
+        except (OSError, TypeError, ValueError):  # a read-only home: parse every time, as before
+            log.debug("colang cache not written", exc_info=True)
+        return result
+
+    parse.ncanvas_cached = True  # type: ignore[attr-defined]
+    llmrails.parse_colang_file = parse
 
 
 def _register_embedding_provider() -> None:
@@ -210,6 +252,7 @@ class Guard:
                 "or set [guardrails].enabled = false") from None
         _install_logging()
         _register_embedding_provider()
+        _cache_colang_parsing()
         try:
             config = RailsConfig.from_path(str(cfg_dir))
         except Exception as e:
