@@ -4,8 +4,10 @@
 1. cold start: a fresh ``python`` process (headless Textual) from spawn until the first
    screen (Infer) has been painted; median of N runs. Goal < 1.0 s.
 2. event-loop stall: a 5 ms timer ticks while 8 images are classified (the model run
-   happens in the GPU thread) and, unless --no-build, while an int8 model is built for
-   ONNX Runtime; the largest gap between ticks minus the 5 ms period. Goal < 50 ms.
+   happens in the GPU thread), unless --no-build while an int8 model is built for
+   ONNX Runtime, and while the story writer is set up in the background (openai and
+   NeMo Guardrails imported, rails built: ``max_stall_story_warm_ms``); the largest gap
+   between ticks minus the 5 ms period. Goal < 50 ms.
    The switch to the Engines screen before the build is reported apart
    (``max_stall_screen_switch_ms``): it is not the build.
 3. redraw: a full 160x48 repaint of Infer showing 8 half-block previews; median and max
@@ -229,6 +231,44 @@ async def strip_cost(settings_path: Path, seconds: float) -> dict:
             "strip_ms_per_s": round(max(on_ms - off_ms, statistics.mean(handler_ms)), 3)}
 
 
+async def story_warm_stall(root: Path) -> dict:
+    """Largest event-loop stall while the app sets the story writer up in the background (imports
+    openai and nemoguardrails, builds the rails: CPU work that holds the interpreter lock)."""
+    try:
+        import nemoguardrails  # noqa: F401 - only to know it is there; the app imports it itself
+    except ImportError:
+        return {"max_stall_story_warm_ms": None, "story_warm_note": "nemoguardrails not installed"}
+    import ncanvas_tui.tui.app as app_mod
+    from ncanvas_tui import settings
+
+    path = root / "settings-guarded.toml"
+    path.write_text(project(root).read_text(encoding="utf-8").replace(
+        "enabled = false", f'enabled = true\nconfig = "{REPO / "rails"}"')
+                    + '[llm]\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = ""\n', encoding="utf-8")
+    app_mod.STORY_WARM_AFTER_S = 3600.0  # started by hand below, with the ticker running
+    app = app_mod.NcanvasApp(settings.load(path), previews="halfcell", record_history=False)
+    gaps: list[float] = []
+    async with app.run_test(size=(160, 48)) as pilot:
+        await _idle(pilot)
+        period, last = 0.005, [time.perf_counter()]
+
+        def tick() -> None:
+            now = time.perf_counter()
+            gaps.append((now - last[0] - period) * 1e3)
+            last[0] = now
+
+        timer = app.set_interval(period, tick)
+        await pilot.pause(0.2)
+        gaps.clear()
+        t0 = time.perf_counter()
+        fut = app.warm_story()
+        await asyncio.wrap_future(fut)
+        warm_s = time.perf_counter() - t0
+        await pilot.pause(0.1)
+        timer.stop()
+    return {"story_warm_s": round(warm_s, 2), "max_stall_story_warm_ms": round(max(gaps), 2)}
+
+
 async def _idle(pilot) -> None:
     from textual.widgets import DirectoryTree
 
@@ -255,6 +295,13 @@ def main() -> int:
             out.update(cold_start(settings_path, args.runs))
             out.update(asyncio.run(in_process(settings_path, args.runs, not args.no_build)))
         out.update(asyncio.run(strip_cost(settings_path, args.strip_seconds)))
+
+
+        out.update(cold_start(settings_path, args.runs))
+        out.update(asyncio.run(in_process(settings_path, args.runs, not args.no_build)))
+        out.update(asyncio.run(story_warm_stall(root)))
+        if out.get("max_stall_story_warm_ms") is not None:
+            out["max_stall_ms"] = max(out["max_stall_ms"], out["max_stall_story_warm_ms"])
         out["goals"] = GOALS
         out["meets_goals"] = {k: out[k] < v for k, v in GOALS.items() if k in out}
         print(json.dumps(out, indent=2))

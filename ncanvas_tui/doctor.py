@@ -121,9 +121,11 @@ def _board() -> dict[str, Any]:
 
 
 def _endpoint(section: Any, kind: str) -> dict[str, Any]:
+    from ncanvas_tui.endpoints import redact_url
+
     env = section.api_key_env
     return {
-        "kind": kind, "base_url": section.base_url, "model": section.model,
+        "kind": kind, "base_url": redact_url(section.base_url), "model": section.model,
         "api_key_env": env or None,
         "key_present": bool(env and os.environ.get(env)) if env else None,
         "provider": getattr(section, "provider", None),

@@ -118,6 +118,8 @@ class LlmSettings:
     timeout_s: float = _opt(60.0, min=0.1, max=3600.0)
     retries: int = _opt(3, min=0, max=10)
     retry_backoff_s: float = _opt(1.0, min=0.0, max=60.0)
+    vision: bool = _opt(False)
+    max_story_chars: int = _opt(200_000, min=100, max=50_000_000)
 
     def api_key(self) -> Secret:
         """The key from the env var named by ``api_key_env`` (empty when unset)."""
@@ -133,6 +135,8 @@ class ImagegenSettings:
     size: str = _opt("1024x1024", kind="size")
     steps: int = _opt(30, min=1, max=500)
     seed: int = _opt(-1, min=-1, max=2**32 - 1)
+    guidance: float = _opt(0.0, min=0.0, max=50.0)
+    negative: str = _opt("")
     timeout_s: float = _opt(120.0, min=0.1, max=3600.0)
     retries: int = _opt(2, min=0, max=10)
 
@@ -181,8 +185,10 @@ class Settings:
     def public_dict(self) -> dict[str, Any]:
         """The settings as plain data, safe to store (holds env-var names, never keys)."""
         out: dict[str, Any] = {}
+        from ncanvas_tui.endpoints import redact_url
+
         for sec in _SECTIONS:
-            out[sec] = {k: (str(v) if isinstance(v, Path) else v)
+            out[sec] = {k: (str(v) if isinstance(v, Path) else redact_url(v) if k == "base_url" else v)
                         for k, v in dataclasses.asdict(getattr(self, sec)).items()}
         return out
 

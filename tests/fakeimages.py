@@ -155,6 +155,9 @@ class FakeImages(FakeOpenAI):
         if self._common(h, b):
             return
         sd3 = req.path.endswith(NVIDIA_SD3_MODEL)
+        asked = (req.body or {}).get("seed") if isinstance(req.body, dict) else None
+        if isinstance(b, Picture) and isinstance(asked, int) and asked > 0:  # like the real API: the seed used
+            b = Picture(b.fmt, b.size, asked)
         if isinstance(b, Picture) and sd3:
             data = png_bytes(b.size, fmt=b.fmt)
             h.send_json(200, {"image": base64.b64encode(data).decode(), "finish_reason": "SUCCESS",
@@ -185,7 +188,9 @@ class FakeImages(FakeOpenAI):
             return
         if self._common(h, b):
             return
-        info = json.dumps({"prompt": body.get("prompt"), "seed": getattr(b, "seed", 1)})
+        asked = body.get("seed")  # AUTOMATIC1111 reports the seed it used: the one asked for, unless -1
+        used = asked if isinstance(asked, int) and asked >= 0 else getattr(b, "seed", 1)
+        info = json.dumps({"prompt": body.get("prompt"), "seed": used})
         if isinstance(b, Picture):
             data = png_bytes(b.size, fmt=b.fmt)
             h.send_json(200, {"images": [base64.b64encode(data).decode()], "parameters": body, "info": info})

@@ -58,7 +58,8 @@ class Reply:
     chunks: list[str] | None = None
     delay: float = 0.0
     gap: float = 0.0
-    finish_reason: str = "stop"
+    finish_reason: str | None = "stop"   # None: no final chunk with a finish_reason
+    done: bool = True                    # False: no ``data: [DONE]`` (the stream just stops)
 
 
 @dataclass
@@ -461,8 +462,10 @@ class FakeOpenAI:
             h.sse(chunk({"content": piece}))
             if b.gap:
                 time.sleep(b.gap)
-        h.sse(chunk({}, b.finish_reason))
-        h.sse("[DONE]")
+        if b.finish_reason is not None:
+            h.sse(chunk({}, b.finish_reason))
+        if b.done:
+            h.sse("[DONE]")
         h.end_chunked()
 
     def _embeddings(self, h: _Handler, req: Request) -> None:
@@ -484,7 +487,8 @@ def loopback_only_hook(event: str, args: tuple) -> None:
 
 def story_settings_text(url: str, *, guardrails: bool = False, rails_dir: str | None = None,
                         timeout_s: float = 10.0, retries: int = 2, backoff_s: float = 0.01,
-                        api_key_env: str = "OPENAI_API_KEY", language: str = "en", extra: str = "") -> str:
+                        api_key_env: str = "OPENAI_API_KEY", language: str = "en", extra: str = "",
+                        llm_extra: str = "") -> str:
     """A settings.toml body pointing [llm] at a fake server (paths relative to the file)."""
     from pathlib import Path
 
@@ -505,6 +509,7 @@ language = "{language}"
 timeout_s = {timeout_s}
 retries = {retries}
 retry_backoff_s = {backoff_s}
+{llm_extra}
 
 [guardrails]
 enabled = {"true" if guardrails else "false"}

@@ -132,3 +132,14 @@ def test_two_int8_builds_of_one_model_at_once_both_succeed(settings_path, workdi
     names = sorted(p.name for p in engines.iterdir())
     assert not [n for n in names if n.startswith(".ncanvas-tmp") or "-inferred" in n], names
     assert len([n for n in names if n.endswith(".onnx.json")]) == 2
+
+
+def test_story_images_classify_with_the_chosen_artefact(settings, two):
+    """``story --images --artefact ID``: the pictures are classified by that artefact."""
+    from ncanvas_tui.story.images import labels_from_images
+
+    photos = [str(p) for p in sorted((Path(settings.paths.images)).glob("*.jpg"))[:2]]
+    labels, seen = labels_from_images(settings, photos, artefact=two["minmax"].id)
+    assert labels and seen == photos
+    with pytest.raises(EngineError, match="no artefact 'ffffffffff'"):
+        labels_from_images(settings, photos, artefact="ffffffffff")

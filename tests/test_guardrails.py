@@ -253,3 +253,26 @@ async def test_no_embeddings_model_skips_the_dialog_flows_but_keeps_the_rails(fa
     _, result = await collect(w, req(UNSAFE_STORY_TRIGGER))
     assert result.blocked and result.rail == "output"  # ...and so does the output rail
     assert fake.calls("/embeddings") == []
+
+
+async def test_output_rail_checks_a_small_first_chunk_then_doubling_chunks(writer, fake):
+    import re
+
+    words = [f"w{i}" for i in range(300)]
+    fake.story.push(Reply(" ".join(words)))
+    tokens, result = await collect(writer, req())
+    assert result.ok and "".join(tokens) == " ".join(words)
+    checked = []
+    for call in fake.check_calls("output"):
+        text = call.text
+        m = re.search(r'Story text: "(.*?)"\s*\n', text, re.DOTALL)
+        checked.append((m.group(1) if m else text).split())
+    # checks run concurrently: order them by where they end in the story
+    new = sorted(([w for w in chunk if w.startswith("w")] for chunk in checked), key=lambda c: int(c[-1][1:]))
+    # 16 tokens first (rails/config.yml first_chunk_size), then 32, 64, 128, and the rest; each check
+    # also carries up to context_size tokens of the chunk before
+    assert [len(c) for c in new][:1] == [16]
+    sizes = [16, 32, 64, 128, 60]
+    assert len(new) == len(sizes)
+    for chunk, size, before in zip(new[1:], sizes[1:], sizes):
+        assert size <= len(chunk) <= size + min(50, before)

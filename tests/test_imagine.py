@@ -5,6 +5,7 @@ file appears (never over another one), or one clear line naming the endpoint and
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def test_each_provider_writes_a_real_picture(provider, fake, with_key, settings_
         assert body["text_prompts"] == [{"text": "a red fox in the snow, in Fantasy style", "weight": 1},
                                         {"text": "blurry, text", "weight": -1}]
         assert (body["width"], body["height"], body["steps"], body["seed"]) == (512, 384, 12, 7)
-        assert pic.seed == 1234  # the seed the server reports
+        assert pic.seed == 7  # the seed the server reports using ([imagegen].seed = 7)
     else:
         assert (body["prompt"], body["negative_prompt"]) == ("a red fox in the snow, in Fantasy style",
                                                              "blurry, text")
@@ -113,7 +114,7 @@ def test_nvidia_sd3_answer_shape(fake, with_key, settings_path):
 
     s = load(settings_path, "nvidia", fake.nvidia_base, model=NVIDIA_SD3_MODEL)
     pic = draw(s, "a lighthouse", negative="fog")
-    assert Path(pic.path).is_file() and pic.seed == 1234
+    assert Path(pic.path).is_file() and pic.seed == 7
     body = fake.image_calls()[0].body
     assert body["aspect_ratio"] == "5:4"  # the allowed ratio nearest to 512x384
     assert body["negative_prompt"] == "fog" and "width" not in body
@@ -157,9 +158,34 @@ def test_out_folder_and_format_conversion(fake, with_key, settings_path, workdir
     assert len(fake.image_calls()) == 2  # the bad --out failed before calling the API
 
 
-def test_seed_minus_one_is_random(fake, with_key, settings_path):
-    draw(load(settings_path, "sdwebui", fake.root, seed=-1), "x")
-    assert fake.image_calls()[0].body["seed"] == -1
+def test_seed_minus_one_draws_a_new_random_seed_and_reports_it(fake, with_key, settings_path):
+    s = load(settings_path, "sdwebui", fake.root, seed=-1)
+    first, second = draw(s, "x"), draw(s, "x")
+    sent = [c.body["seed"] for c in fake.image_calls()]
+    assert sent == [first.seed, second.seed] and first.seed != second.seed and min(sent) > 0
+
+
+@pytest.mark.parametrize("provider", ["sdwebui", "nvidia"])
+def test_seed_steps_guidance_and_negative_reach_the_provider(provider, fake, with_key, settings_path):
+    s = load(settings_path, provider, base_url_for(fake, provider), negative="text, watermark")
+    pic = draw(s, "a fox", seed=42, steps=9, guidance=6.5)
+    body = fake.image_calls()[0].body
+    assert body["seed"] == 42 == pic.seed and body["steps"] == 9 and body["cfg_scale"] == 6.5
+    assert "text, watermark" in json.dumps(body) and pic.negative == "text, watermark"
+
+
+def test_a_provider_without_seed_says_so_once_instead_of_failing(fake, with_key, settings_path):
+    from ncanvas_tui.imagine import providers
+
+    providers._said.clear()
+    said: list[str] = []
+    s = load(settings_path, "openai", fake.url)
+    for _ in range(2):
+        pic = draw(s, "a fox", seed=42, guidance=7.0, say=said.append)
+        assert pic.seed is None and pic.guidance is None
+    assert len(said) == 1 and "no seed, guidance" in said[0]
+    body = fake.image_calls()[0].body
+    assert "seed" not in body and "cfg_scale" not in body
 
 
 # --------------------------------------------------------------------------------------------- errors

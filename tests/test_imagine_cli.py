@@ -183,3 +183,29 @@ def test_history_problem_never_loses_the_picture(fake, run, settings_path, workd
     assert (workdir / r.stdout.strip()).is_file()
     assert "warning: picture not saved to history" in r.stderr and str(db) in r.stderr
     assert db.read_bytes() == b"garbage" * 100
+
+
+def test_seed_steps_guidance_flags_and_the_seed_used_in_json_and_history(fake, run, settings_path):
+    imagegen_settings(settings_path, "sdwebui", fake.root, seed=-1)
+    r = run("imagine", "--settings", str(settings_path), "--prompt", "a fox", "--json")
+    assert r.returncode == 0, r.stderr
+    random_seed = json.loads(r.stdout)["seed"]
+    assert isinstance(random_seed, int) and random_seed == fake.image_calls()[-1].body["seed"] > 0
+    r = run("imagine", "--settings", str(settings_path), "--prompt", "a fox", "--seed", "42", "--steps", "9",
+            "--guidance", "6.5", "--negative", "fog", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    body = fake.image_calls()[-1].body
+    assert out["seed"] == 42 == body["seed"] and body["steps"] == 9 and body["cfg_scale"] == 6.5
+    assert body["negative_prompt"] == "fog"
+    shown = run("history", "show", str(out["run_id"]), "--settings", str(settings_path), "--json")
+    assert '"seed": 42' in shown.stdout
+    r = run("imagine", "--settings", str(settings_path), "--prompt", "a fox", "--steps", "0")
+    assert r.returncode == 2 and "--steps" in r.stderr
+
+
+def test_openai_says_once_it_has_no_seed_and_draws_anyway(fake, run, settings_path):
+    imagegen_settings(settings_path, "openai", fake.url, seed=-1)
+    r = run("imagine", "--settings", str(settings_path), "--prompt", "a fox", "--seed", "42", "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("has no seed") == 1 and json.loads(r.stdout)["seed"] is None

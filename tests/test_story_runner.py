@@ -50,7 +50,7 @@ def test_two_guarded_stories_share_one_loop_and_one_rails(fake, tmp_path):
         assert isinstance(first, StoryResult) and first.ok and second.ok
         assert runner.writer.guard._rails is rails  # built once, reused
         assert threads == {"ncanvas-story"} and "".join(tokens).startswith("Once upon a time")
-        assert second.stats["input_check_ms"] < first.stats["input_check_ms"]
+        assert first.stats["check_calls"] == second.stats["check_calls"] >= 2  # input + output checks
         assert len(fake.check_calls("input")) == 2
 
 

@@ -86,3 +86,24 @@ async def test_without_key_says_what_to_set_and_distil_falls_back(settings_path)
         await wait_for(pilot, lambda: "daisy met a robot" in area.text, what="fallback prompt")
         await wait_for(pilot, lambda: any("could not distil" in n and "OPENAI_API_KEY" in n for n in notes(app)),
                        what="distil fallback notification")
+
+
+async def test_seed_typed_then_regenerate_draws_with_a_new_seed(fake, workdir, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    p = workdir / "settings.toml"
+    p.write_text(story_settings_text(fake.url, api_key_env=""), encoding="utf-8")
+    app = make_app(imagegen_settings(p, "sdwebui", fake.root, seed=-1), record_history=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_imagine(pilot)
+        area = app.screen.query_one("#imagine-prompt")
+        await wait_for(pilot, lambda: area.text, what="prompt")
+        app.screen.query_one("#imagine-seed").value = "42"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.picture_path, what="picture")
+        await wait_for(pilot, lambda: "seed 42" in screen_text(app), what="seed shown")
+        first = app.picture_path
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: app.picture_path != first, what="second picture")
+        seeds = [c.body["seed"] for c in fake.image_calls()]
+        assert seeds[0] == 42 and seeds[1] not in (42, -1)
+        await wait_for(pilot, lambda: f"seed {seeds[1]}" in screen_text(app), what="new seed shown")

@@ -117,3 +117,20 @@ async def test_not_configured_says_what_to_set(settings_path):
         await pilot.press("ctrl+r")  # no key: says what to set, sends nothing
         assert any("OPENAI_API_KEY" in n for n in notes(app))
         assert not app.screen._writing
+
+
+async def test_story_screen_sends_the_pictures_of_the_last_classification_with_vision(fake, workdir):
+    fake.chat.push(Reply("A cat and a rocket."))
+    photo = str(workdir / "pictures" / "chelsea.jpg")
+    app = make_app(story_settings(workdir, fake.url, llm_extra="vision = true"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.last_result = {"results": [{"image": photo, "top": [{"label": "tabby", "prob": 0.9}]}]}
+        await open_story(pilot, ["tabby"])
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: "words" in str(app.screen.query_one("#story-status").render()),
+                       what="story finished")
+        user = next(m for m in fake.calls()[0].body["messages"] if m["role"] == "user")
+        kinds = [p["type"] for p in user["content"]]
+        assert kinds == ["text", "image_url"] and "tabby" in user["content"][0]["text"]
+        assert user["content"][1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        assert app.story_meta["images"] == [photo]

@@ -1,4 +1,9 @@
-"""``ncanvas story --labels "a,b" [--style S] [--theme T] [--prompt TEXT] [--continue FILE] [--json]``.
+"""``ncanvas story (--labels "a,b" | --images PATH...) [--style S] [--theme T] [--prompt TEXT] [--continue FILE]
+[--json]``.
+
+``--images`` classifies the pictures (the settings' model, or ``--artefact ID``) and writes from their
+labels (``--labels``, when given too, wins); with ``[llm].vision = true`` the pictures themselves also
+go to the model (downscaled JPEG data URLs; the history records only their paths).
 
 Streams the story to stdout as it arrives (stdout carries only the story; notes go
 to stderr), saves it under [paths].output/stories/ (its path on stderr, or "path"
@@ -23,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = command(sub, "story", "write a story from labels with the LLM (guarded), streamed to stdout", run)
     p.add_argument("--labels", metavar="A,B", help="comma-separated labels, e.g. \"daisy,robot\" "
-                   "(with --continue: default the story's own)")
+                   "(required without --images; with --continue: default the story's own)")
+    p.add_argument("--images", nargs="+", metavar="PATH", help="pictures (or folders) to classify and write "
+                   "from; with [llm].vision = true the model also sees them")
+    p.add_argument("--artefact", metavar="ID", help="with --images: classify with this built artefact "
+                   "(`ncanvas engines list`)")
     p.add_argument("--style", metavar="S", help=f"one of: {', '.join(STYLE_NAMES)} (default: random)")
     p.add_argument("--theme", metavar="T", help=f"one of: {', '.join(THEME_NAMES)} (default: random)")
     p.add_argument("--prompt", metavar="TEXT", help="your own words added to the request")
@@ -155,13 +164,25 @@ def _keep_cut_off(settings: Any, writer: Any, request: Any, shown: list[str], ar
 
 
 def run(args: argparse.Namespace) -> int:
+    from ncanvas_tui.errors import NcanvasError
     from ncanvas_tui.story import StoryRequest, load_story
     from ncanvas_tui.story.catalog import parse_labels
 
     settings = load_settings(args)
     prior = load_story(args.continue_file) if args.continue_file else None
-    request = StoryRequest(labels=parse_labels(args.labels or ""), style=args.style, theme=args.theme,
-                           prompt=args.prompt, continue_from=prior, language=args.language)
+    labels = parse_labels(args.labels or "")
+    images: list[str] = []
+    if args.artefact and not args.images:
+        raise NcanvasError("--artefact picks the classifier for --images: give --images PATH... too")
+    if args.images:
+        from ncanvas_tui.story.images import labels_from_images
+
+        found, images = labels_from_images(settings, args.images, args.artefact)
+        if not labels:
+            labels = found
+            _err(f"ncanvas: labels from the pictures: {', '.join(labels)}")
+    request = StoryRequest(labels=labels, style=args.style, theme=args.theme, prompt=args.prompt,
+                           continue_from=prior, language=args.language, images=images or None)
     result = asyncio.run(_write(settings, request, args))
     if args.json:
         print_json(result.to_json())
@@ -181,6 +202,9 @@ def run(args: argparse.Namespace) -> int:
         where = f"; the partial story was saved to {result.path}" if result.path else ""
         _err(f"ncanvas: error: {result.error}{where}")
         return result.exc.exit_code if result.exc is not None else 2
+    if result.stats.get("cut_at_chars"):
+        _err(f"ncanvas: the story reached [llm].max_story_chars ({result.stats['cut_at_chars']} characters); "
+             "kept what came as a partial story")
     if result.path is not None:
         _err(f"ncanvas: saved {result.path}")
     return 0

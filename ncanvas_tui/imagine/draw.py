@@ -18,7 +18,14 @@ from typing import Any
 
 from ncanvas_tui.errors import NcanvasError
 from ncanvas_tui.imagine.picture import PictureError, check_image, decode_b64, default_stem, save_image
-from ncanvas_tui.imagine.providers import ImageApiError, ImageRequest, endpoint_of, request_image
+from ncanvas_tui.imagine.providers import (
+    ImageApiError,
+    ImageRequest,
+    endpoint_of,
+    request_image,
+    supports,
+    unsupported_note,
+)
 from ncanvas_tui.settings import Settings
 
 
@@ -34,14 +41,22 @@ class Picture:
     height: int
     format: str                  # PNG | JPEG | WEBP ...
     negative: str | None = None
-    seed: int | None = None
+    seed: int | None = None           # the seed used (None: the provider has none)
     steps: int | None = None
+    guidance: float | None = None
     style: str | None = None
     revised_prompt: str | None = None
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def new_seed() -> int:
+    """A fresh random seed (what "regenerate" draws with)."""
+    import random
+
+    return random.SystemRandom().randrange(1, 2**31 - 1)
 
 
 def compose_prompt(prompt: str, style: str | None = None) -> str:
@@ -71,8 +86,15 @@ def resolve_out(settings: Settings, out: str | Path | None, prompt: str) -> tupl
 
 
 def draw(settings: Settings, prompt: str, *, negative: str | None = None, style: str | None = None,
-         out: str | Path | None = None, cancelled: Callable[[], bool] | None = None) -> Picture:
-    """One picture for ``prompt``, saved under ``[paths].output/images`` (or ``out``)."""
+         out: str | Path | None = None, cancelled: Callable[[], bool] | None = None,
+         seed: int | None = None, steps: int | None = None, guidance: float | None = None,
+         say: Callable[[str], Any] | None = None) -> Picture:
+    """One picture for ``prompt``, saved under ``[paths].output/images`` (or ``out``).
+
+    ``seed``/``steps``/``guidance`` (and ``negative``) override ``[imagegen]``; ``seed`` None with
+    ``[imagegen].seed = -1`` draws a new random seed, sent and reported (``Picture.seed``), so a
+    picture can be drawn again. Options the provider has none of are said once (``say``, else
+    stderr) and left out."""
     cfg = settings.imagegen
     full = compose_prompt(prompt, style)
     if not full:
@@ -81,8 +103,18 @@ def draw(settings: Settings, prompt: str, *, negative: str | None = None, style:
     if suffix is not None and suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise PictureError(f"--out {out}: pictures are saved as .png, .jpg or .webp")
     width, height = (int(x) for x in cfg.size.split("x"))
-    req = ImageRequest(prompt=full, negative=(negative or "").strip() or None, width=width, height=height,
-                       steps=cfg.steps, seed=cfg.seed if cfg.seed >= 0 else None)
+    negative = (negative if negative is not None else cfg.negative or "").strip() or None
+    has = supports(cfg.provider, cfg.model)
+    # what this call asks for is worth a note when the provider has no field for it; what the
+    # settings hold (a fixed seed, a guidance) is only logged: it applies to every provider
+    unsupported_note(cfg.provider, cfg.model, {"seed": seed, "steps": steps, "guidance": guidance}, say)
+    if seed is None:
+        seed = cfg.seed if cfg.seed >= 0 else new_seed()
+    req = ImageRequest(prompt=full, negative=negative, width=width, height=height,
+                       steps=(steps or cfg.steps) if "steps" in has else None,
+                       seed=seed if "seed" in has else None,
+                       guidance=(guidance if guidance is not None else cfg.guidance or None)
+                       if "guidance" in has else None)
     t0 = time.monotonic()
     ans = request_image(cfg, req, cancelled=cancelled)
     try:
@@ -96,5 +128,5 @@ def draw(settings: Settings, prompt: str, *, negative: str | None = None, style:
                    height=img.height,
                    format=img.format, negative=req.negative,
                    seed=ans.seed if ans.seed is not None else req.seed,
-                   steps=req.steps if cfg.provider != "openai" else None, style=style,
+                   steps=req.steps, guidance=req.guidance, style=style,
                    revised_prompt=ans.revised_prompt, elapsed_s=round(time.monotonic() - t0, 3))

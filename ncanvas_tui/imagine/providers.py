@@ -9,18 +9,19 @@ image bytes, and every failure into one ``ImageApiError`` line naming the endpoi
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ncanvas_tui.endpoints import require_key
+from ncanvas_tui.endpoints import redact, redact_url, require_key
 from ncanvas_tui.errors import CancelledError, EndpointError, SettingsError
 from ncanvas_tui.settings import ImagegenSettings
 
 PROVIDERS = ("openai", "nvidia", "sdwebui")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+#: the first wait between two tries of a picture (no Retry-After); doubles each retry (ncanvas_tui.retry)
+IMAGE_BACKOFF_S = 0.75
 
 
 class ImageApiError(EndpointError):
@@ -44,7 +45,8 @@ class ImageRequest:
     width: int = 1024
     height: int = 1024
     steps: int | None = None
-    seed: int | None = None          # None: random
+    seed: int | None = None          # None: the provider's own random one
+    guidance: float | None = None    # classifier-free guidance (cfg_scale); None: the provider's default
 
 
 @dataclass
@@ -88,7 +90,7 @@ _REFUSAL_WORDS = ("content_policy", "content policy", "moderation", "safety syst
 def status_error(endpoint: str, status: int, body: Any, key_env: str, has_key: bool,
                  retry_after: float | None = None) -> ImageApiError:
     """The one-line error for an HTTP error status."""
-    msg = _server_message(body)
+    msg = redact(_server_message(body))
     detail = f": {msg}" if msg else ""
     if status in (401, 403):
         hint = (f"the key in ${key_env} was rejected" if has_key else
@@ -156,7 +158,7 @@ def _openai(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
         raise EndpointError(f"the openai image provider needs the openai package ({e}): "
                             "pip install 'ncanvas[story]'") from None
 
-    endpoint = f"{cfg.base_url}/images/generations"
+    endpoint = f"{redact_url(cfg.base_url)}/images/generations"
     key = check_key(cfg)
     client = openai.OpenAI(api_key=key or "unused", base_url=cfg.base_url, timeout=cfg.timeout_s,
                            max_retries=0)
@@ -188,6 +190,9 @@ def _openai(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
     except openai.APIResponseValidationError as e:
         raise ImageApiError(f"{endpoint}: answer is not an images API response ({_short(e.message)})",
                             endpoint=endpoint, kind="bad_answer") from None
+    except ValueError as e:  # a body cut short or otherwise not JSON (json.JSONDecodeError)
+        raise ImageApiError(f"{endpoint}: answer is not JSON ({_short(e, 80)})", endpoint=endpoint,
+                            kind="bad_answer") from None
     if isinstance(resp, (str, bytes)):  # the client hands back a body it could not parse as JSON
         raise ImageApiError(f"{endpoint}: answer is not JSON ({_short(resp, 60)!r})", endpoint=endpoint,
                             kind="bad_answer")
@@ -230,12 +235,13 @@ def _fetch_url(url: str, timeout_s: float, endpoint: str) -> str:
 # -- HTTP JSON providers (nvidia, sdwebui) ---------------------------------------------------------------
 
 
-def _post_json(endpoint: str, payload: dict[str, Any], headers: dict[str, str], cfg: ImagegenSettings,
+def _post_json(url: str, payload: dict[str, Any], headers: dict[str, str], cfg: ImagegenSettings,
                has_key: bool, auth: Any = None) -> Any:
     import httpx
 
+    endpoint = redact_url(url)  # what messages show
     try:
-        r = httpx.post(endpoint, json=payload, headers={"Accept": "application/json", **headers},
+        r = httpx.post(url, json=payload, headers={"Accept": "application/json", **headers},
                        timeout=cfg.timeout_s, auth=auth)
     except httpx.TimeoutException:
         raise timeout_error(endpoint, cfg.timeout_s) from None
@@ -270,13 +276,13 @@ def nvidia_payload(model: str, req: ImageRequest) -> dict[str, Any]:
         prompts = [{"text": req.prompt, "weight": 1}]
         if req.negative:
             prompts.append({"text": req.negative, "weight": -1})
-        body = {"text_prompts": prompts, "width": req.width, "height": req.height, "cfg_scale": 5,
-                "sampler": "K_DPM_2_ANCESTRAL", "seed": seed}
+        body = {"text_prompts": prompts, "width": req.width, "height": req.height,
+                "cfg_scale": req.guidance or 5, "sampler": "K_DPM_2_ANCESTRAL", "seed": seed}
     elif "stable-diffusion-3" in m or "sd3" in m:
         want = req.width / req.height
         ratio = min(_SD3_RATIOS, key=lambda k: abs(_SD3_RATIOS[k] - want))
-        body = {"prompt": req.prompt, "mode": "text-to-image", "aspect_ratio": ratio, "cfg_scale": 5,
-                "seed": seed, "output_format": "jpeg"}
+        body = {"prompt": req.prompt, "mode": "text-to-image", "aspect_ratio": ratio,
+                "cfg_scale": req.guidance or 5, "seed": seed, "output_format": "jpeg"}
         if req.negative:
             body["negative_prompt"] = req.negative
     else:
@@ -289,10 +295,11 @@ def nvidia_payload(model: str, req: ImageRequest) -> dict[str, Any]:
 
 
 def _nvidia(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
-    endpoint = cfg.base_url if "/genai/" in cfg.base_url else f"{cfg.base_url}/genai/{cfg.model.strip('/')}"
+    url = cfg.base_url if "/genai/" in cfg.base_url else f"{cfg.base_url}/genai/{cfg.model.strip('/')}"
+    endpoint = redact_url(url)
     key = check_key(cfg)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    data = _post_json(endpoint, nvidia_payload(cfg.model, req), headers, cfg, bool(key))
+    data = _post_json(url, nvidia_payload(cfg.model, req), headers, cfg, bool(key))
     if not isinstance(data, dict):
         raise ImageApiError(f"{endpoint}: answer has no image (expected a JSON object with \"artifacts\")",
                             endpoint=endpoint, kind="no_image")
@@ -313,7 +320,8 @@ def _nvidia(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
 
 
 def _sdwebui(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
-    endpoint = f"{cfg.base_url}/sdapi/v1/txt2img"
+    url = f"{cfg.base_url}/sdapi/v1/txt2img"
+    endpoint = redact_url(url)
     key = check_key(cfg)
     headers: dict[str, str] = {}
     auth = None
@@ -327,7 +335,9 @@ def _sdwebui(cfg: ImagegenSettings, req: ImageRequest) -> ImageAnswer:
                                "seed": req.seed if req.seed is not None else -1, "batch_size": 1, "n_iter": 1}
     if req.steps is not None:
         payload["steps"] = req.steps
-    data = _post_json(endpoint, payload, headers, cfg, bool(key), auth=auth)
+    if req.guidance:
+        payload["cfg_scale"] = req.guidance
+    data = _post_json(url, payload, headers, cfg, bool(key), auth=auth)
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list) or not images or not isinstance(images[0], str) or not images[0]:
         raise ImageApiError(f"{endpoint}: answer has no image (no \"images\" list of base64)",
@@ -346,40 +356,73 @@ _CALLS: dict[str, Callable[[ImagegenSettings, ImageRequest], ImageAnswer]] = {
     "openai": _openai, "nvidia": _nvidia, "sdwebui": _sdwebui}
 
 
+#: what each provider's API takes besides the prompt (the rest is said once, then left out)
+def supports(provider: str, model: str = "") -> set[str]:
+    if provider == "openai":
+        return {"negative"}  # folded into the prompt as "Avoid: ..."; no seed, steps or guidance
+    if provider == "nvidia":
+        m = model.lower()
+        return {"negative", "seed", "steps"} | ({"guidance"} if ("xl" in m or "sd3" in m
+                                                              or "stable-diffusion-3" in m) else set())
+    return {"negative", "seed", "steps", "guidance"}
+
+
+_said: set[tuple[str, str]] = set()
+
+
+def unsupported_note(provider: str, model: str, asked: dict[str, Any],
+                     say: Callable[[str], Any] | None = None) -> list[str]:
+    """Options asked for (non-None values) that the provider has no field for: returns their names
+    and, the first time per provider and option in this process, says so in one line."""
+    missing = [k for k, v in asked.items() if v is not None and k not in supports(provider, model)]
+    fresh = [k for k in missing if (provider, k) not in _said]
+    if fresh:
+        _said.update((provider, k) for k in fresh)
+        line = (f"ncanvas: note: the {provider} image API ({model}) has no {', '.join(fresh)}; "
+                "left out of the request")
+        if say is not None:
+            say(line)
+        else:
+            import sys
+
+            print(line, file=sys.stderr, flush=True)
+    return missing
+
+
 def endpoint_of(cfg: ImagegenSettings) -> str:
+    """The endpoint as shown and stored (credentials redacted)."""
+    base = redact_url(cfg.base_url)
     if cfg.provider == "openai":
-        return f"{cfg.base_url}/images/generations"
+        return f"{base}/images/generations"
     if cfg.provider == "nvidia":
-        return cfg.base_url if "/genai/" in cfg.base_url else f"{cfg.base_url}/genai/{cfg.model.strip('/')}"
-    return f"{cfg.base_url}/sdapi/v1/txt2img"
+        return base if "/genai/" in base else f"{base}/genai/{cfg.model.strip('/')}"
+    return f"{base}/sdapi/v1/txt2img"
 
 
 def request_image(cfg: ImagegenSettings, req: ImageRequest, *, retries: int | None = None,
                   cancelled: Callable[[], bool] | None = None,
                   sleep: Callable[[float], None] = time.sleep) -> ImageAnswer:
-    """Ask the configured provider for one picture; retry 429 / 5xx / connection refused with
-    exponential backoff (honouring Retry-After, at most 30 s a wait)."""
+    """Ask the configured provider for one picture; 429 / 5xx / connection refused are retried
+    under the app's one retry policy (``ncanvas_tui.retry``: Retry-After honoured, at most 30 s a
+    wait, else exponential backoff with jitter)."""
     call = _CALLS.get(cfg.provider)
     if call is None:
         raise SettingsError(f"[imagegen].provider must be one of {' | '.join(PROVIDERS)}, "
                             f"got {cfg.provider!r}")
-    tries = 1 + max(0, cfg.retries if retries is None else retries)
-    for attempt in range(1, tries + 1):
+    from ncanvas_tui.retry import RetryPolicy
+
+    def once() -> ImageAnswer:
         if cancelled and cancelled():
             raise CancelledError("picture cancelled")
-        try:
-            return call(cfg, req)
-        except ImageApiError as e:
-            key = cfg.api_key().get()
-            if key and key in str(e):  # a server that echoes the key back never gets it into our messages
-                e.args = (str(e).replace(key, "********"),)
-            if not e.retryable or attempt == tries:
-                if attempt > 1:
-                    raise ImageApiError(f"{e} (after {attempt} tries)", endpoint=e.endpoint, kind=e.kind,
-                                        status=e.status) from None
-                raise
-            wait = e.retry_after
-            if wait is None:
-                wait = 0.5 * 2 ** (attempt - 1) * (1 + random.random())
-            sleep(min(30.0, max(0.0, wait)))
-    raise AssertionError("unreachable")  # pragma: no cover
+        return call(cfg, req)
+
+    def fail(e: BaseException, attempts: int) -> BaseException:
+        if not isinstance(e, ImageApiError):
+            return e
+        # a server that echoes the key back never gets it into our messages (the LLM's redaction)
+        text = redact(str(e), cfg.api_key().get()) + (f" (after {attempts} tries)" if attempts > 1 else "")
+        return ImageApiError(text, endpoint=e.endpoint, kind=e.kind, status=e.status)
+
+    policy = RetryPolicy(retries=cfg.retries if retries is None else retries, backoff_s=IMAGE_BACKOFF_S)
+    return policy.call(once, retryable=lambda e: isinstance(e, ImageApiError) and e.retryable,
+                       retry_after=lambda e: getattr(e, "retry_after", None), fail=fail, sleep=sleep)

@@ -68,7 +68,8 @@ def _record(settings: Settings, run_id: int | None, picture: dict[str, Any]) -> 
 
 def imagine(settings: Settings, *, prompt: str | None = None, story: Any = None, negative: str | None = None,
             style: str | None = None, out: str | Path | None = None, run_id: int | None = None,
-            history: bool = True, cancelled: Callable[[], bool] | None = None) -> ImagineResult:
+            history: bool = True, cancelled: Callable[[], bool] | None = None, seed: int | None = None,
+            steps: int | None = None, guidance: float | None = None) -> ImagineResult:
     """Draw from ``prompt`` or from ``story`` (a story file or ``Story``), attach to ``run_id`` (default:
     the story's run, else a new run) unless ``history`` is false."""
     if (prompt is None) == (story is None):
@@ -94,7 +95,8 @@ def imagine(settings: Settings, *, prompt: str | None = None, story: Any = None,
 
         open_history(settings).get_run(run_id)  # an unknown run is an error before any money is spent
     try:
-        pic = draw(settings, prompt, negative=negative, style=style, out=out, cancelled=cancelled)
+        pic = draw(settings, prompt, negative=negative, style=style, out=out, cancelled=cancelled, seed=seed,
+                   steps=steps, guidance=guidance)
     except NcanvasError as e:
         full = compose_prompt(prompt, style)
         rid = None
@@ -103,6 +105,7 @@ def imagine(settings: Settings, *, prompt: str | None = None, story: Any = None,
             rid, _ = _record(settings, run_id, {
                 "prompt": full, "negative": negative, "style": style, "provider": cfg.provider,
                 "model": cfg.model, "size": cfg.size, "path": None, "error": str(e), "source": source,
+                "seed": seed,
                 **info})
         if rid is not None:
             e.args = (f"{e} (prompt kept in history run {rid}: ncanvas history show {rid})",)

@@ -28,10 +28,13 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ncanvas_tui.endpoints import redact_url
 from ncanvas_tui.errors import EndpointError, GuardrailRefusal, NcanvasError
 from ncanvas_tui.settings import Settings
 from ncanvas_tui.story.llm import PLACEHOLDER_KEY, scrub
@@ -103,6 +106,47 @@ def _root_cause(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
+def colang_cache_dir() -> Path:
+    """Where parsed Colang files are kept: ``$XDG_CACHE_HOME/ncanvas/colang`` (``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ncanvas" / "colang"
+
+
+def _cache_colang_parsing() -> None:
+    """``LLMRails`` parses NeMo Guardrails' whole flow library (~60 .co files, 0.2-0.4 s of CPU) each
+    time it starts, i.e. in every CLI process: keep the parsed form (plain JSON) on disk, keyed by
+    the nemoguardrails version and the file's name and text, and parse only what changed."""
+    import hashlib
+
+    import nemoguardrails
+    from nemoguardrails.rails.llm import llmrails
+
+    original = llmrails.parse_colang_file
+    if getattr(original, "ncanvas_cached", False):
+        return
+    folder = colang_cache_dir() / str(getattr(nemoguardrails, "__version__", "unknown"))
+
+    def parse(filename: str, content: str, include_source_mapping: bool = True, version: str = "1.0") -> Any:
+        key = hashlib.sha256(json.dumps([filename, content, include_source_mapping, version]).encode()).hexdigest()
+        path = folder / f"{key[:40]}.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        result = original(filename, content, include_source_mapping=include_source_mapping, version=version)
+        try:
+            from ncanvas_tui.engines.store import atomic_write_bytes
+
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, json.dumps(result).encode("utf-8"))  # key order kept as parsed
+        except (OSError, TypeError, ValueError):  # a read-only home: parse every time, as before
+            log.debug("colang cache not written", exc_info=True)
+        return result
+
+    parse.ncanvas_cached = True  # type: ignore[attr-defined]
+    llmrails.parse_colang_file = parse
+
+
 def _register_embedding_provider() -> None:
     from nemoguardrails.embeddings.providers import register_embedding_provider
     from nemoguardrails.embeddings.providers.base import EmbeddingModel
@@ -136,7 +180,7 @@ def _register_embedding_provider() -> None:
             status = getattr(exc, "status_code", None)
             what = f"{status} " if status else ""
             msg = scrub(f"{what}{type(exc).__name__}: {exc}", self._key())[:200]
-            text = (f"{self.base_url}/embeddings (dialog rails, [guardrails].embedding_model "
+            text = (f"{redact_url(self.base_url)}/embeddings (dialog rails, [guardrails].embedding_model "
                     f"{self.model!r}) failed: {msg}; an endpoint without embeddings: set "
                     f"[guardrails].embedding_model = \"\" to skip the dialog flows")
             with _lock:
@@ -183,10 +227,13 @@ class Guard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config_dir = settings.guardrails.config
-        self.endpoint = f"{settings.llm.base_url}/chat/completions"
+        self.endpoint = f"{redact_url(settings.llm.base_url)}/chat/completions"
         self._rails: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._building: asyncio.Future | None = None
         self._token = f"guard-{id(self)}"
+        #: guardrails LLM calls made (input, dialog and output checks), for stats and benchmarks
+        self.check_calls = 0
 
     # -- loading -------------------------------------------------------------------------------
     def _build(self) -> Any:
@@ -205,6 +252,7 @@ class Guard:
                 "or set [guardrails].enabled = false") from None
         _install_logging()
         _register_embedding_provider()
+        _cache_colang_parsing()
         try:
             config = RailsConfig.from_path(str(cfg_dir))
         except Exception as e:
@@ -236,7 +284,12 @@ class Guard:
         if not found_main:
             raise GuardrailsConfigError(f"{cfg_dir}/config.yml: needs a model entry with type: main")
         try:
-            rails = LLMRails(config)
+            with warnings.catch_warnings(record=True) as caught:  # to the log, not the user's stderr
+                warnings.simplefilter("always")
+                rails = LLMRails(config)
+            for w in caught:
+                log.info("nemoguardrails: %s: %s", w.category.__name__,
+                         scrub(str(w.message), self.settings.llm.api_key().get()))
         except NcanvasError:
             raise
         except Exception as e:
@@ -250,12 +303,19 @@ class Guard:
         return rails
 
     async def rails(self) -> Any:
-        """The ``LLMRails`` of the running loop (built in a thread: the UI keeps drawing)."""
+        """The ``LLMRails`` of the running loop, built once (in a thread: the loop keeps serving the
+        story stream and the UI keeps drawing); callers that come while it is being built wait for
+        the same build."""
         loop = asyncio.get_running_loop()
-        if self._rails is None or self._loop is not loop:
-            self._rails = await asyncio.to_thread(self._build)
-            self._loop = loop
-        return self._rails
+        if self._rails is not None and self._loop is loop:
+            return self._rails
+        building = self._building
+        if building is None or building.get_loop() is not loop or (
+                building.done() and (building.cancelled() or building.exception() is not None)):
+            building = self._building = asyncio.ensure_future(asyncio.to_thread(self._build))
+        rails = await asyncio.shield(building)
+        self._rails, self._loop = rails, loop
+        return rails
 
     # -- errors --------------------------------------------------------------------------------
     def _internal_error(self, what: str) -> EndpointError:
@@ -267,16 +327,33 @@ class Guard:
         root = _root_cause(exc)
         if isinstance(root, EndpointError):
             return root
-        cause = scrub(str(root) if root is not None else (text or "unknown cause"),
-                      self.settings.llm.api_key().get())[:240]
+        timed_out = self._timed_out(exc, what)
+        if timed_out is not None:
+            return timed_out
+        cause = scrub(str(root) if root is not None else (text or ""), self.settings.llm.api_key().get())[:240]
+        cause = cause or (type(root).__name__ if root is not None else "unknown cause")
         return EndpointError(f"{self.endpoint}: guardrails {what} failed: {cause}")
 
     def _llm_failure(self, exc: BaseException, what: str) -> EndpointError:
         root = _root_cause(exc) or exc
         if isinstance(root, EndpointError):
             return root
-        cause = scrub(str(root), self.settings.llm.api_key().get())[:240]
+        timed_out = self._timed_out(exc, what)
+        if timed_out is not None:
+            return timed_out
+        cause = scrub(str(root), self.settings.llm.api_key().get())[:240] or type(root).__name__
         return EndpointError(f"{self.endpoint}: guardrails {what} failed: {cause}")
+
+    def _timed_out(self, exc: BaseException | None, what: str) -> EndpointError | None:
+        """A timeout anywhere in the chain: say so, after how long, and where."""
+        seen = 0
+        while exc is not None and seen < 12:
+            name = type(exc).__name__.lower()
+            if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "timeout" in name:
+                return EndpointError(f"{self.endpoint}: guardrails {what} timed out after "
+                                     f"{self.settings.llm.timeout_s:g} s without an answer ([llm].timeout_s)")
+            exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        return None
 
     # -- the rails -----------------------------------------------------------------------------
     async def _generate(self, messages: list[dict[str, str]], rails: list[str], what: str) -> tuple[str, list]:
@@ -300,6 +377,7 @@ class Guard:
         with _lock:
             _EMBED_ERRORS.pop(self._token, None)
         jobs = [self._generate([{"role": "user", "content": text}], ["input"], "input check")]
+        self.check_calls += 1
         if user_words and user_words.strip() and self.settings.guardrails.embedding_model:
             jobs.append(self._generate([{"role": "user", "content": user_words.strip()}], ["dialog"],
                                        "dialog check"))
@@ -326,9 +404,11 @@ class Guard:
         flow = next((a.name for a in activated if a.type == "dialog" and a.name != "generate user intent"), None)
         return Verdict(False, "dialog", reply, flow)
 
-    async def check_output(self, user_text: str, story: str) -> Verdict:
-        """Output rail on a whole text (non-streamed)."""
-        _CAPTURE.take()
+    async def check_output(self, user_text: str, story: str, *, fresh: bool = True) -> Verdict:
+        """NeMo Guardrails' output rails on a text (a whole story, or one chunk of a stream)."""
+        if fresh:
+            _CAPTURE.take()
+        self.check_calls += 1
         reply, activated = await self._generate(
             [{"role": "user", "content": user_text}, {"role": "assistant", "content": story}], ["output"],
             "output check")
@@ -339,33 +419,130 @@ class Guard:
             raise self._internal_error("output check")
         return Verdict(True)
 
-    async def stream_output(self, user_text: str, tokens: AsyncIterator[str]) -> AsyncIterator[str]:
+    async def _check_chunk(self, user_text: str, text: str, limit: asyncio.Semaphore) -> None:
+        """NeMo Guardrails' output rails on one chunk (with its context); raises when blocked."""
+        async with limit:
+            verdict = await self.check_output(user_text, text, fresh=False)
+        if not verdict.allowed:
+            raise GuardrailRefusal(OUTPUT_BLOCKED, "output")
+
+    async def stream_output(self, user_text: str, tokens: AsyncIterator[str],
+                            gate: Awaitable[Verdict] | None = None) -> AsyncIterator[str]:
         """Checked story text from ``tokens``; raises GuardrailRefusal('output') when blocked.
 
-        Errors of ``tokens`` itself (e.g. ``StreamBroken``) propagate unchanged.
+        The text is cut into chunks (``ChunkPlan``: a small first one, then doubling up to
+        ``chunk_size``) and each chunk, with ``context_size`` tokens of the one before, goes
+        through NeMo Guardrails' output rails (``check_output``) as soon as it is complete, while
+        the story goes on; chunks are released in order, each only after its check passed (and,
+        with ``gate``, after the input check passed: a refusal there raises ``InputRefused``).
+        Errors of ``tokens`` itself (e.g. ``StreamBroken``) propagate unchanged, after the chunks
+        that passed before them.
         """
         rails = await self.rails()
+        plan = ChunkPlan.from_config(rails.config)
         _CAPTURE.take()
-        stream = rails.stream_async(messages=[{"role": "user", "content": user_text}], generator=tokens)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        limit = asyncio.Semaphore(MAX_CHECKS_IN_FLIGHT)
+        checks: list[asyncio.Future] = []
+
+        def launch(pieces: list[str], context: list[str]) -> None:
+            text = "".join(pieces)
+            if not text.strip():  # whitespace only: nothing to check
+                queue.put_nowait((pieces, None))
+                return
+            task = asyncio.ensure_future(self._check_chunk(user_text, "".join(context) + text, limit))
+            checks.append(task)
+            queue.put_nowait((pieces, task))
+
+        async def pump() -> None:
+            sizes = plan.sizes()
+            want = next(sizes)
+            buf: list[str] = []
+            before: list[str] = []  # the previous chunk's tokens (context)
+            try:
+                async for piece in tokens:
+                    buf.append(piece)
+                    if len(buf) >= want:
+                        launch(buf, before[-plan.context:] if plan.context else [])
+                        before, buf, want = buf, [], next(sizes)
+                if buf:
+                    launch(buf, before[-plan.context:] if plan.context else [])
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(_END)
+
+        pumping = asyncio.ensure_future(pump())
+        gated = gate is None
         try:
-            async for chunk in stream:
-                if not isinstance(chunk, str):
-                    continue
-                err = _error_chunk(chunk)
-                if err is None:
-                    yield chunk
-                    continue
-                kind = str(err.get("type", ""))
-                if kind == "guardrails_violation" or err.get("code") == "content_blocked":
-                    raise GuardrailRefusal(OUTPUT_BLOCKED, "output")
-                raise self._internal_error(f"output check ({err.get('message', kind)})")
+            while True:
+                item = await queue.get()
+                if not gated:  # nothing (not even an error of the story) before the request passed
+                    verdict = await gate  # type: ignore[misc]
+                    gated = True
+                    if not verdict.allowed:
+                        raise InputRefused(verdict)
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                pieces, check = item
+                if check is not None:
+                    await check
+                for piece in pieces:  # as the LLM sent them: the text still streams in
+                    yield piece
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                try:
-                    await aclose()
-                except Exception:
-                    log.debug("closing the guarded stream failed", exc_info=True)
+            pumping.cancel()
+            for task in checks:
+                task.cancel()
+            await asyncio.gather(pumping, *checks, return_exceptions=True)
+
+
+class InputRefused(GuardrailRefusal):
+    """The input (or dialog) rail refused the request while the story was already being written."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message or "The request was blocked.", verdict.rail or "input")
+        self.verdict = verdict
+
+
+class _End:
+    pass
+
+
+_END = _End()
+#: output checks running at once on one story (chunk k is checked while k+1, k+2 are written)
+MAX_CHECKS_IN_FLIGHT = 3
+
+
+@dataclass
+class ChunkPlan:
+    """How the streamed story is cut for the output rail, from ``rails.output.streaming`` in
+    config.yml: ``first_chunk_size`` tokens first (the first text shows up soon), then each chunk
+    twice the one before, up to ``chunk_size``; ``context_size`` tokens of the previous chunk go
+    along with each check."""
+
+    first: int
+    largest: int
+    context: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> ChunkPlan:
+        streaming = config.rails.output.streaming
+        largest = max(1, int(streaming.chunk_size))
+        extra = getattr(streaming, "model_extra", None) or {}
+        first = int(extra.get("first_chunk_size") or DEFAULT_FIRST_CHUNK)
+        return cls(first=max(1, min(first, largest)), largest=largest, context=max(0, int(streaming.context_size)))
+
+    def sizes(self) -> Iterator[int]:
+        n = self.first
+        while True:
+            yield n
+            n = min(self.largest, n * 2)
+
+
+#: tokens in the first checked chunk when config.yml does not say (``first_chunk_size``)
+DEFAULT_FIRST_CHUNK = 16
 
 
 def _response_text(res: Any) -> str:

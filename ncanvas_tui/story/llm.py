@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ncanvas_tui.endpoints import require_key
+from ncanvas_tui.endpoints import redact, redact_url, require_key
 from ncanvas_tui.errors import EndpointError
 from ncanvas_tui.settings import Settings
 
@@ -27,7 +25,6 @@ log = logging.getLogger(__name__)
 
 #: sent when no key is configured (local servers: Ollama, vLLM, llama.cpp ignore it)
 PLACEHOLDER_KEY = "not-needed"
-_KEYLIKE = re.compile(r"\b(sk|nvapi|key)-[A-Za-z0-9_\-*.]{6,}")
 
 
 class StreamBroken(EndpointError):
@@ -38,12 +35,8 @@ class StreamBroken(EndpointError):
         self.partial = partial
 
 
-def scrub(text: str, *secrets: str) -> str:
-    """Remove secrets (and anything that looks like an API key) from a message; one line."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "***")
-    return " ".join(_KEYLIKE.sub("***", text).split())
+#: the one redaction of the app (endpoints.redact): secrets, key-like words, URL credentials
+scrub = redact
 
 
 def _server_message(exc: Any) -> str:
@@ -81,7 +74,7 @@ class LlmClient:
     def __init__(self, settings: Settings, *, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.settings = settings
         self.llm = settings.llm
-        self.endpoint = f"{self.llm.base_url}/chat/completions"
+        self.endpoint = f"{redact_url(self.llm.base_url)}/chat/completions"
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sleep = sleep
@@ -103,12 +96,18 @@ class LlmClient:
             self._loop = loop
         return self._client
 
+    def warm(self) -> None:
+        """Import ``openai`` and make the client now, in this thread (the guardrails' build imports
+        in another thread; two threads importing openai at once break its imports)."""
+        self.client().chat.completions  # noqa: B018 - the resource modules are imported lazily
+
     async def aclose(self) -> None:
         if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.close()
         self._client = None
 
-    def error(self, exc: BaseException, *, after_retries: int = 0, partial: str = "") -> EndpointError:
+    def error(self, exc: BaseException, *, after_retries: int = 0, partial: str = "",
+              vision: bool = False) -> EndpointError:
         """Map any client exception to one clear line naming the endpoint."""
         import openai
 
@@ -125,6 +124,10 @@ class LlmClient:
                 else:
                     hint = f"the key in ${key_env} was refused"
                 text = f"{ep}: {code} {'Unauthorized' if code == 401 else 'Forbidden'}: {hint} ({msg})"
+            elif vision and code in (400, 404, 415, 422, 501):
+                text = (f"{ep}: {code}: the model rejected the pictures ({msg}); [llm].vision = true needs a "
+                        f"multimodal [llm].model (GPT-4o, Llama 3.2 Vision, LLaVA...): choose one or set "
+                        f"[llm].vision = false")
             elif code == 404:
                 text = f"{ep}: 404 Not Found: is [llm].model {self.llm.model!r} served there? ({msg})"
             elif code == 429:
@@ -163,37 +166,35 @@ class LlmClient:
             return exc.status_code == 429 or exc.status_code >= 500
         return isinstance(exc, openai.APIConnectionError)
 
-    def _delay(self, exc: BaseException, attempt: int) -> float:
+    def _retry_after(self, exc: BaseException) -> float | None:
         response = getattr(exc, "response", None)
         header = response.headers.get("retry-after") if response is not None else None
-        if header is not None:
-            try:
-                return max(0.0, min(float(header), 30.0))
-            except ValueError:
-                pass
-        base = self.llm.retry_backoff_s
-        return min(base * (2 ** attempt), 20.0) * (0.75 + random.random() * 0.5)
+        try:
+            return float(header) if header is not None else None
+        except ValueError:
+            return None
 
-    async def _with_retries(self, make: Callable[[], Any], on_retry: Callable[[str], Any] | None) -> Any:
-        attempt = 0
-        while True:
-            try:
-                self.calls += 1
-                return await make()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if attempt >= self.llm.retries or not self._retryable(exc):
-                    raise self.error(exc, after_retries=attempt) from exc
-                delay = self._delay(exc, attempt)
-                attempt += 1
-                self.retries_done += 1
-                what = f"{exc.status_code}" if hasattr(exc, "status_code") else type(exc).__name__
-                note = f"{self.endpoint}: {what}, retrying in {delay:.1f} s ({attempt}/{self.llm.retries})"
-                log.info(note)
-                if on_retry is not None:
-                    on_retry(note)
-                await self._sleep(delay)
+    async def _with_retries(self, make: Callable[[], Any], on_retry: Callable[[str], Any] | None,
+                            vision: bool = False) -> Any:
+        """``make()`` under the app's one retry policy (``ncanvas_tui.retry``)."""
+        from ncanvas_tui.retry import RetryPolicy
+
+        async def counted() -> Any:
+            self.calls += 1
+            return await make()
+
+        def retrying(exc: BaseException, attempt: int, delay: float) -> None:
+            self.retries_done += 1
+            what = f"{exc.status_code}" if hasattr(exc, "status_code") else type(exc).__name__
+            note = f"{self.endpoint}: {what}, retrying in {delay:.1f} s ({attempt}/{self.llm.retries})"
+            log.info(note)
+            if on_retry is not None:
+                on_retry(note)
+
+        policy = RetryPolicy(retries=self.llm.retries, backoff_s=self.llm.retry_backoff_s)
+        return await policy.acall(counted, retryable=self._retryable, retry_after=self._retry_after,
+                                  on_retry=retrying, fail=lambda exc, n: self.error(exc, after_retries=n - 1, vision=vision),
+                                  sleep=self._sleep)
 
     # -- API ---------------------------------------------------------------------------------------
     def params(self, max_tokens: int | None = None, temperature: float | None = None) -> dict[str, Any]:
@@ -219,17 +220,18 @@ class LlmClient:
             raise EndpointError(f"{self.endpoint}: empty response (the answer had no text)")
         return content
 
-    async def stream(self, messages: list[dict[str, str]], *, max_tokens: int | None = None,
+    async def stream(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None,
                      temperature: float | None = None,
                      on_retry: Callable[[str], Any] | None = None) -> AsyncIterator[str]:
         """Text deltas as they arrive. Retries only until the stream has started."""
+        vision = any(isinstance(m.get("content"), list) for m in messages)
         client = self.client()
 
         async def make() -> Any:
             return await client.chat.completions.create(messages=messages, stream=True,
                                                         **self.params(max_tokens, temperature))
 
-        stream = await self._with_retries(make, on_retry)
+        stream = await self._with_retries(make, on_retry, vision)
         got: list[str] = []
         finished = False
         saw_choices = False
@@ -261,8 +263,10 @@ class LlmClient:
         if not got:
             what = "no choices" if not saw_choices else "no text"
             raise EndpointError(f"{self.endpoint}: empty or malformed response ({what} in the stream)")
-        if not finished:
-            log.info("%s: stream ended without a finish_reason", self.endpoint)
+        if not finished:  # the body just ended: no finish_reason (and no [DONE]); the story is cut
+            text = "".join(got)
+            raise StreamBroken(f"{self.endpoint}: the stream ended before it finished (no finish_reason); "
+                               f"kept the {len(text)} characters that had arrived", text)
 
 
 def elapsed_ms(t0: float) -> float:

@@ -47,6 +47,7 @@ class StoryRequest:
     prompt: str | None = None               # the user's own words, added to the request
     continue_from: Story | None = None      # continue this story instead of starting one
     language: str | None = None             # en | zh; None: [llm].language
+    images: list[str] | None = None         # the pictures the labels came from ([llm].vision sends them)
 
 
 @dataclass
@@ -88,6 +89,8 @@ class StoryResult:
     prompt: str | None = None
     model: str | None = None
     guardrails: bool = False
+    images: list[str] = field(default_factory=list)   # paths of the pictures (never their data)
+    vision: bool = False                               # the pictures themselves went to the model
     #: timings and counters: ttft_ms, total_ms, llm_calls, check_calls, retries
     stats: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
@@ -115,10 +118,13 @@ class StoryResult:
         if self.blocked:
             out: dict[str, Any] = {"story": "", "blocked": True, "rail": self.rail, "message": self.message}
         else:
-            out = {"story": self.story, "blocked": False, "rail": None}
+            out = {"story": self.story, "blocked": False, "rail": None,
+                   "partial": bool(self.partial or self.cancelled or self.error is not None)}
             if self.error is not None:
                 out["error"] = self.error
-                out["partial"] = True
+        if self.images:
+            out["images"] = list(self.images)
+            out["vision"] = self.vision
         out.update({"labels": list(self.labels), "style": self.style, "theme": self.theme,
                     "language": self.language, "guardrails": self.guardrails,
                     "path": str(self.path) if self.path else None, "run_id": self.run_id,

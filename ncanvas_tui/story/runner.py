@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +28,9 @@ from typing import Any
 from ncanvas_tui.settings import Settings
 from ncanvas_tui.story.model import StoryRequest, StoryResult
 from ncanvas_tui.story.writer import StoryWriter, distil
+
+#: how often the interpreter lock changes hands while the story writer is set up in the background
+WARM_SWITCH_INTERVAL_S = 0.001
 
 
 class StoryRunner:
@@ -45,6 +50,31 @@ class StoryRunner:
     @property
     def last_result(self) -> StoryResult | None:
         return self._writer.last_result if self._writer is not None else None
+
+    def warm(self) -> concurrent.futures.Future[None]:
+        """Set up what the first story needs now, in the background (the ``openai`` client and,
+        with guardrails on, the rails: ~1 s of imports and parsing), so it starts at once.
+
+        The garbage collector is paused meanwhile and what was made is frozen afterwards: the
+        imports make a few hundred thousand long-lived objects, and the full collections they set
+        off would stop every thread (a UI's event loop too) for 50-150 ms each. The interpreter
+        lock changes hands every millisecond meanwhile (not every 5): the set-up is CPU work in
+        two threads, and a UI's loop waiting for the lock behind both would stall for tens of ms."""
+        async def job() -> None:
+            was_enabled, interval = gc.isenabled(), sys.getswitchinterval()
+            gc.disable()
+            sys.setswitchinterval(min(interval, WARM_SWITCH_INTERVAL_S))
+            try:
+                self.writer.client.warm()
+                if self.writer.guard is not None:
+                    await self.writer.guard.rails()
+            finally:
+                sys.setswitchinterval(interval)
+                gc.freeze()
+                if was_enabled:
+                    gc.enable()
+
+        return asyncio.run_coroutine_threadsafe(job(), self._loop)
 
     def submit(self, request: StoryRequest, on_event: Callable[[Any], Any] | None = None
                ) -> concurrent.futures.Future[StoryResult]:

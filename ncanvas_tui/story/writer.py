@@ -106,7 +106,8 @@ class StoryWriter:
         prior = request.continue_from
         labels = parse_labels(request.labels or (prior.labels if prior else []))
         if not labels and prior is None:  # a plain-text story to continue may have none
-            raise StoryInputError("no labels: give at least one (e.g. --labels \"daisy,robot\")")
+            raise StoryInputError("no labels: give at least one (e.g. --labels \"daisy,robot\"), or pictures "
+                                  "to take them from (--images PATH...)")
         style = resolve_style(request.style or (prior.style if prior else None), self.rng)
         theme = resolve_theme(request.theme or (prior.theme if prior else None), self.rng)
         language = request.language or (prior.language if prior and prior.language else None) \
@@ -119,9 +120,11 @@ class StoryWriter:
         prompt = (request.prompt or "").strip() or None
         if prompt and len(prompt) > 4000:
             raise StoryInputError(f"the prompt is {len(prompt)} characters long; keep it under 4000")
+        images = [str(p) for p in (request.images or [])]
         return StoryResult(labels=labels, style=style, theme=theme, language=language, prompt=prompt,
                            model=self.settings.llm.model, guardrails=self.guard is not None,
-                           story=prior.text if prior else "")
+                           story=prior.text if prior else "", images=images,
+                           vision=bool(images) and self.settings.llm.vision)
 
     async def write(self, request: StoryRequest) -> AsyncIterator[Event]:
         """Stream one story (or continuation). See the module docstring."""
@@ -130,6 +133,12 @@ class StoryWriter:
         prior = request.continue_from.text if request.continue_from else None
         messages = prompts.story_messages(result.labels, result.style or "", result.theme or "",
                                           result.prompt, result.language, story_so_far=prior)
+        if result.vision:  # the pictures go to the model as image parts; the rails see only the words
+            from ncanvas_tui.story.images import image_parts
+
+            first_user: dict[str, Any] = next(m for m in messages if m["role"] == "user")
+            first_user["content"] = [{"type": "text", "text": first_user["content"]},
+                                     *image_parts(result.images)]
         rails_text = prompts.rails_user_text(result.labels, result.style or "", result.theme or "",
                                              result.prompt)
         released: list[str] = []   # text the user has seen (checked, when guardrails are on)
@@ -143,35 +152,55 @@ class StoryWriter:
             if self.on_status is not None:
                 self.on_status(note)
 
+        cap = self.settings.llm.max_story_chars
+        cut: list[int] = []  # [cap] once the story was cut at [llm].max_story_chars
+
         async def llm_tokens() -> AsyncIterator[str]:
-            async for piece in self.client.stream(messages, on_retry=on_retry):
-                raw.append(piece)
-                yield piece
+            size = 0
+            stream = self.client.stream(messages, on_retry=on_retry)
+            try:
+                async for piece in stream:
+                    if size + len(piece) > cap:  # keep what fits, stop the stream
+                        piece = piece[: cap - size]
+                        if piece:
+                            raw.append(piece)
+                            yield piece
+                        cut.append(cap)
+                        return
+                    size += len(piece)
+                    raw.append(piece)
+                    yield piece
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
         producer: asyncio.Task | None = None
+        checker: asyncio.Future | None = None
+        checks0 = self.guard.check_calls if self.guard is not None else 0
         direct: Any = None  # the LLM stream when we iterate it ourselves (closed at the end)
         try:
             if self.guard is not None:
                 yield self._status("checking the request (input and dialog rails)")
                 tokens: AsyncIterator[str]
-                # build the rails first (in a thread: it imports nemoguardrails and openai); starting
-                # the story while another thread is importing the same modules breaks the imports
-                await self.guard.rails()
+                gate: asyncio.Future | None = None
                 if self.settings.guardrails.speculative:
-                    # the story starts now; its text waits in the queue until the request passed
+                    # the story starts now, before the rails are even built (their build runs in a
+                    # thread); its text is checked chunk by chunk as it comes and released only once
+                    # the request passed the input rail and the chunk passed the output rail
+                    self.client.warm()  # imports openai in this thread before the rails' thread does
                     producer, tokens = _prefetch(llm_tokens())
+                    gate = asyncio.ensure_future(self._check_input(result, rails_text))
+                    checker = gate
                 else:
+                    from ncanvas_tui.story.guard import InputRefused
+
+                    verdict = await self._check_input(result, rails_text)
+                    if not verdict.allowed:
+                        raise InputRefused(verdict)
                     tokens = direct = llm_tokens()
-                t_in = time.perf_counter()
-                verdict = await self.guard.check_input(rails_text, result.prompt)
-                result.stats["input_check_ms"] = (time.perf_counter() - t_in) * 1000
-                if not verdict.allowed:
-                    result.blocked, result.rail, result.message = True, verdict.rail, verdict.message
-                    result.stats["flow"] = verdict.flow or ""  # type: ignore[assignment]
-                    source = None
-                else:
-                    yield self._status("writing (the output rail checks the text in chunks)")
-                    source = self.guard.stream_output(rails_text, tokens)
+                yield self._status("writing (the output rail checks the text in chunks)")
+                source = self.guard.stream_output(rails_text, tokens, gate=gate)
             else:
                 yield self._status("writing")
                 source = direct = llm_tokens()
@@ -185,6 +214,10 @@ class StoryWriter:
                 yield StoryToken(piece)
         except GuardrailRefusal as refusal:
             result.blocked, result.rail, result.message = True, refusal.rail, str(refusal)
+            verdict = getattr(refusal, "verdict", None)
+            if verdict is not None:
+                result.message = verdict.message
+                result.stats["flow"] = verdict.flow or ""  # type: ignore[assignment]
             released.clear()
         except StreamBroken as broken:
             await self._keep_partial(result, broken, released, raw, rails_text)
@@ -194,9 +227,11 @@ class StoryWriter:
         except asyncio.CancelledError:
             result.cancelled = True
             result.partial = bool(released)
-            self._finish(result, released, prior, t0, calls0, retries0)
+            self._finish(result, released, prior, t0, calls0, retries0, checks0)
             raise
         finally:
+            if checker is not None and not checker.done():
+                checker.cancel()
             if producer is not None and not producer.done():
                 producer.cancel()  # refused, blocked or failed: stop the speculative story
             if direct is not None:
@@ -204,8 +239,24 @@ class StoryWriter:
                     await direct.aclose()  # a stopped story must not keep its HTTP stream open
                 except (RuntimeError, NcanvasError):
                     log.debug("closing the story stream", exc_info=True)
-        self._finish(result, released, prior, t0, calls0, retries0)
+        if cut and not result.blocked:
+            result.partial = True
+            result.stats["cut_at_chars"] = cut[0]
+            note = (f"the story reached [llm].max_story_chars ({cut[0]} characters): kept what came, "
+                    "marked partial")
+            log.info(note)
+            yield self._status(note)
+        self._finish(result, released, prior, t0, calls0, retries0, checks0)
         yield result
+
+    async def _check_input(self, result: StoryResult, rails_text: str) -> Any:
+        """The input and dialog rails on the request (after the rails are built); timed in stats."""
+        assert self.guard is not None
+        await self.guard.rails()
+        t_in = time.perf_counter()
+        verdict = await self.guard.check_input(rails_text, result.prompt)
+        result.stats["input_check_ms"] = (time.perf_counter() - t_in) * 1000
+        return verdict
 
     async def _keep_partial(self, result: StoryResult, broken: StreamBroken, released: list[str],
                             raw: list[str], rails_text: str) -> None:
@@ -231,13 +282,15 @@ class StoryWriter:
             released.clear()
 
     def _finish(self, result: StoryResult, released: list[str], prior: str | None, t0: float,
-                calls0: int, retries0: int) -> None:
+                calls0: int, retries0: int, checks0: int = 0) -> None:
         text = "".join(released).rstrip()
         result.text = "" if result.blocked else text
         result.story = (prior or "") if result.blocked else join_story(prior or "", text, result.language)
         result.stats["total_ms"] = (time.perf_counter() - t0) * 1000
         result.stats["llm_calls"] = self.client.calls - calls0
         result.stats["retries"] = self.client.retries_done - retries0
+        if self.guard is not None:
+            result.stats["check_calls"] = self.guard.check_calls - checks0
         self.last_result = result
 
     async def run(self, request: StoryRequest, on_token: Callable[[str], Any] | None = None) -> StoryResult:

@@ -29,6 +29,8 @@ LOGGERS = ("ncanvas_tui", "Polygraphy", "polygraphy", "tensorrt", "nemoguardrail
 #: the least level of a logger (and its children) that reaches the log panel; INFO for the rest
 #: (NeMo Guardrails logs every rail and LLM call at INFO: that would flood the panel)
 LOG_LEVELS = {"nemoguardrails": logging.WARNING}
+#: seconds after the first paint before the guardrails are set up in the background
+STORY_WARM_AFTER_S = 1.0
 
 
 def _panel_level(name: str) -> int:
@@ -166,6 +168,16 @@ class NcanvasApp(App[int]):
         self._install_logging()
         self.switch_mode(self.start_mode if self.start_mode in SCREENS else "infer")
         self.call_after_refresh(_freeze_heap)
+        if self.settings.guardrails.enabled:  # rails built once, in the background, before the first story
+            self.set_timer(STORY_WARM_AFTER_S, self.warm_story)
+
+    def warm_story(self) -> Any:
+        """Set the story writer up (openai client, guardrails) on its own thread; the future, or None."""
+        try:
+            return self.story_runner().warm()
+        except Exception:  # the story screen reports it when it is used
+            logging.getLogger(__name__).info("story set-up skipped", exc_info=True)
+            return None
 
     def story_runner(self) -> Any:
         """The app's one StoryRunner (created on first use, from a worker thread)."""

@@ -71,6 +71,7 @@ class PictureReady(Message):
     path: str
     prompt: str
     provider: str
+    seed: int | None = None
 
 
 @dataclass

@@ -2,8 +2,9 @@
 a negative prompt and the provider -> a picture, previewed when it arrives, with
 the path it was saved at.
 
-Ctrl+D distils the prompt from the story (the LLM, in a thread), Ctrl+R draws,
-Esc cancels. Network calls run in thread workers; the UI never waits on them.
+Ctrl+D distils the prompt from the story (the LLM, in a thread), Ctrl+R draws
+(with the seed typed in, else ``[imagegen].seed``), Ctrl+G draws again with a new random
+seed, Esc cancels. The seed used is shown with the path. Network calls run in thread workers; the UI never waits on them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ImagineScreen(NcScreen):
     CSS_PATH = "imagine.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "draw", "Draw", id="imagine_draw"),
+        Binding("ctrl+g", "regenerate", "New seed", id="imagine_regenerate"),
         Binding("ctrl+d", "distil", "Distil prompt", id="imagine_distil"),
         Binding("escape", "cancel", "Cancel", id="cancel"),
     ]
@@ -69,7 +71,9 @@ class ImagineScreen(NcScreen):
             yield Select([(x, x) for x in styles], value=NO_STYLE, allow_blank=False, compact=True, id="imagine-style")
             yield Select([(p, p) for p in PROVIDERS], value=s.imagegen.provider, allow_blank=False, compact=True,
                          id="imagine-provider")
-            yield Input(placeholder="negative prompt (what to avoid)", id="imagine-negative")
+            yield Input(placeholder="negative prompt (what to avoid)", value=s.imagegen.negative,
+                        id="imagine-negative")
+            yield Input(placeholder="random", restrict=r"[0-9]*", max_length=10, id="imagine-seed")
         yield Static("", classes="banner", id="imagine-banner", markup=False)
         yield Label("", id="imagine-status", markup=False)
         with Vertical(id="imagine-picture"):
@@ -77,6 +81,7 @@ class ImagineScreen(NcScreen):
 
     def on_mount(self) -> None:
         self.query_one("#imagine-negative", Input).border_title = "negative prompt"
+        self.query_one("#imagine-seed", Input).border_title = "seed"
         self._check_config()
 
     def on_screen_resume(self) -> None:
@@ -149,7 +154,13 @@ class ImagineScreen(NcScreen):
         self.status("prompt ready: edit it if you like, Ctrl+R draws")
 
     # -- draw -----------------------------------------------------------------------------------
-    def action_draw(self) -> None:
+    def action_regenerate(self) -> None:
+        """Draw the same prompt again with a new random seed."""
+        from ncanvas_tui.imagine.draw import new_seed
+
+        self.action_draw(seed=new_seed())
+
+    def action_draw(self, seed: int | None = None) -> None:
         if self._busy:
             self.notify("a picture is being drawn (Esc cancels)", severity="warning")
             return
@@ -161,11 +172,14 @@ class ImagineScreen(NcScreen):
             return
         style = str(self.query_one("#imagine-style", Select).value)
         negative = self.query_one("#imagine-negative", Input).value.strip() or None
+        typed = self.query_one("#imagine-seed", Input).value.strip()
+        if seed is None and typed:
+            seed = int(typed)
         self._busy = True
         self.banner("", None)
         settings = self._settings_for_provider()
         self.status(f"drawing with {settings.imagegen.provider} ({settings.imagegen.model})… Esc cancels")
-        self._draw(settings, prompt, None if style == NO_STYLE else style, negative)
+        self._draw(settings, prompt, None if style == NO_STYLE else style, negative, seed)
 
     def action_cancel(self) -> None:
         for w in self.workers:
@@ -175,14 +189,19 @@ class ImagineScreen(NcScreen):
             self.status("cancelling… (the request in flight is abandoned)")
 
     @work(thread=True, exclusive=True, group="draw", exit_on_error=False, description="picture")
-    def _draw(self, settings: Any, prompt: str, style: str | None, negative: str | None) -> None:
+    def _draw(self, settings: Any, prompt: str, style: str | None, negative: str | None,
+              seed: int | None = None) -> None:
         worker = get_current_worker()
         from ncanvas_tui.imagine import draw
 
-        pic = draw(settings, prompt, negative=negative, style=style, cancelled=lambda: worker.is_cancelled)
+        def say(line: str) -> None:  # a provider without seeds says so once, as a notification
+            self.app.call_from_thread(self.notify, line.removeprefix("ncanvas: note: "), severity="warning")
+
+        pic = draw(settings, prompt, negative=negative if negative is not None else "", style=style,
+                   cancelled=lambda: worker.is_cancelled, seed=seed, say=say)
         if worker.is_cancelled:
             return
-        self.post_message(PictureReady(pic.path, pic.prompt, pic.provider))
+        self.post_message(PictureReady(pic.path, pic.prompt, pic.provider, pic.seed))
         app: Any = self.app
         if getattr(app, "record_history", False):
             run_id = services.attach(settings, "picture", getattr(app, "run_id", None), pic.as_dict())
@@ -198,7 +217,8 @@ class ImagineScreen(NcScreen):
         box = self.query_one("#imagine-picture", Vertical)
         await box.remove_children()
         await box.mount(Preview(event.path, mode=getattr(app, "previews", "auto"), caption=event.path))
-        self.status(f"saved: {event.path}")
+        seed = f" · seed {event.seed} (Ctrl+G: another seed)" if event.seed is not None else ""
+        self.status(f"saved: {event.path}{seed}")
         self.notify(f"picture saved: {Path(event.path).name}")
 
     def job_ended(self, worker: Any, failed: bool) -> None:

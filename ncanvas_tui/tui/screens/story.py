@@ -164,6 +164,9 @@ class StoryScreen(NcScreen):
             "theme": str(self.query_one("#story-theme", Select).value),
             "language": str(self.query_one("#story-language", Select).value),
             "prompt": self.query_one("#story-prompt", Input).value.strip() or None,
+            # the pictures of the last classification ([llm].vision sends them; the history keeps their paths)
+            "images": [str(r["image"]) for r in (getattr(self.app, "last_result", None) or {}).get("results", [])
+                       if r.get("image")],
         }
         self._writing = True
         self.banner("", None)
@@ -194,7 +197,8 @@ class StoryScreen(NcScreen):
             cont = Story(text=story_so_far.rstrip(), labels=req["labels"] or list(meta.get("labels") or []),
                          style=meta.get("style"), theme=meta.get("theme"), language=req["language"])
         request = StoryRequest(labels=req["labels"], style=req["style"], theme=req["theme"],
-                               prompt=req["prompt"], continue_from=cont, language=req["language"])
+                               prompt=req["prompt"], continue_from=cont, language=req["language"],
+                               images=req["images"] or None)
 
         def on_event(ev: Any) -> None:
             if isinstance(ev, StoryToken):
@@ -221,7 +225,8 @@ class StoryScreen(NcScreen):
             return
         cancelled = cancelled or bool(result.cancelled)
         meta = {"labels": list(result.labels), "style": result.style, "theme": result.theme,
-                "language": result.language, "model": result.model, "prompt": result.prompt}
+                "language": result.language, "model": result.model, "prompt": result.prompt,
+                "images": list(result.images), "partial": bool(result.partial)}
         story = result.story if not cancelled else ""
         self.post_message(StoryFinished(story, blocked=result.blocked, rail=result.rail,
                                         message=(result.message or result.error or "") if not cancelled else "",
