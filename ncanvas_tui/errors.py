@@ -57,3 +57,15 @@ class GuardrailRefusal(NcanvasError):
     def __init__(self, message: str, rail: str) -> None:
         super().__init__(message)
         self.rail = rail
+
+
+def exception_chain(exc: BaseException | None, *, context: bool = True, limit: int = 20) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first: ``__cause__`` (and ``__context__`` unless
+    ``context=False``), stopping at a cycle or after ``limit`` links. The one walker of cause chains
+    (finding the OS reason of a connection error, a timeout deep in a library, the root cause)."""
+    out: list[BaseException] = []
+    cur = exc
+    while cur is not None and cur not in out and len(out) < limit:
+        out.append(cur)
+        cur = cur.__cause__ or (cur.__context__ if context else None)
+    return out

@@ -1,4 +1,10 @@
-"""Reading a user's file without hanging; saving a new file whole, never over an existing one.
+"""Reading a user's file without hanging; the two ways ncanvas writes files.
+
+- App-managed files (artefacts, sidecars, caches, verify results, the guardrails cache):
+  ``atomic_write_bytes`` / ``atomic_write_json`` / ``atomic_path``: a temp file beside the target,
+  fsynced, renamed over it; a failure (disk full, Ctrl-C) removes the temp file.
+- User outputs (stories, pictures, exports, ``ncanvas init``): ``write_new_file``, never over an
+  existing file (below).
 
 ``read_regular_file`` opens without blocking and refuses anything that is not a regular
 file (a FIFO, a socket, a device, a folder) with one line: a path given by mistake can
@@ -18,17 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ncanvas_tui.errors import NcanvasError
+
+
+class WriteError(NcanvasError):
+    """An app-managed file could not be written (disk full, no permission); nothing was left behind."""
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 #: the mode a new file gets: what ``open()`` would give it
 FILE_MODE = 0o666 & ~_UMASK
+#: the temp-file prefix of atomic writes (listings ignore and clean these)
+TEMP_PREFIX = ".ncanvas-tmp-"
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
 
 
@@ -150,3 +165,84 @@ def write_new_file(folder: Path, stem: str, suffix: str, data: bytes, *, limit: 
         raise FileExistsError(errno.EEXIST, f"no free file name for {stem}{suffix}", str(folder))
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# The one place bytes reach the disk (tests inject ENOSPC here).
+_os_write = os.write
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = _os_write(fd, view[: 1 << 24])
+        view = view[n:]
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temp path beside ``target``; renamed over it when the block succeeds, removed otherwise.
+
+    Use it for writers that want a path (ONNX save, Polygraphy). The temp file is
+    removed on any exception, KeyboardInterrupt included."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=target.suffix, dir=target.parent)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, FILE_MODE)
+    os.close(fd)
+    tmp = Path(name)
+    _claim(tmp)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+#: called with each temp path before it is written (a build's child process sets it: its parent then
+#: removes the temp files of a child it had to kill); None elsewhere
+temp_hook: Callable[[Path], None] | None = None
+
+
+def _claim(tmp: Path) -> None:
+    if temp_hook is not None:
+        temp_hook(tmp)
+
+
+def _fsync_file(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(target: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``target`` atomically. Disk full -> WriteError naming the file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=target.suffix, dir=target.parent)
+    tmp = Path(name)
+    _claim(tmp)
+    try:
+        try:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, FILE_MODE)
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            raise WriteError(f"{target}: cannot write ({exc.strerror or exc}); nothing was left behind"
+                              ) from None
+        raise
+
+
+def atomic_write_json(target: Path, data: Any) -> None:
+    atomic_write_bytes(target, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))

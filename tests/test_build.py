@@ -20,10 +20,12 @@ from types import SimpleNamespace
 import pytest
 from onnx_factory import add_model, not_onnx_bytes, tiny_classifier, unsupported_op, wrong_rank
 
+from ncanvas_tui import files as files_mod
 from ncanvas_tui.engines import compat
 from ncanvas_tui.engines import store as store_mod
 from ncanvas_tui.engines.store import NO_GPU, EngineStore
 from ncanvas_tui.errors import CancelledError, EngineError, ModelError
+from ncanvas_tui.files import WriteError
 from ncanvas_tui.vision import catalog
 
 REPO = Path(__file__).resolve().parent.parent
@@ -215,8 +217,8 @@ def test_disk_full_while_saving_the_engine_leaves_nothing(settings, workdir, nee
     import multiprocessing.context
 
     monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", no_child)
-    monkeypatch.setattr(store_mod, "_os_write", full)
-    with pytest.raises(EngineError, match="No space left on device"):
+    monkeypatch.setattr(files_mod, "_os_write", full)
+    with pytest.raises(WriteError, match="No space left on device"):
         rtx_build(settings, "tiny", "fp32")
     assert _leftovers(workdir / "engines") == []
 

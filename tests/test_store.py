@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ncanvas_tui import files as files_mod
 from ncanvas_tui.engines import store as store_mod
 from ncanvas_tui.engines.store import (
     NO_GPU,
@@ -20,6 +21,7 @@ from ncanvas_tui.engines.store import (
     atomic_write_bytes,
 )
 from ncanvas_tui.errors import EngineError
+from ncanvas_tui.files import WriteError
 
 KEY = {"model": "efficientnet_lite0", "model_sha256": "a" * 64, "backend": "tensorrt", "backend_version": "10.3.0",
        "precision": "fp16", "batch": (1, 4, 8), "gpu": "Orin (sm 8.7)"}
@@ -142,8 +144,8 @@ def test_disk_full_injected_at_the_write_layer_leaves_nothing(settings, monkeypa
             raise OSError(errno.ENOSPC, "No space left on device")
         return os.write(fd, data[: max(1, len(data) // 2)])
 
-    monkeypatch.setattr(store_mod, "_os_write", full)
-    with pytest.raises(EngineError, match="No space left on device"):
+    monkeypatch.setattr(files_mod, "_os_write", full)
+    with pytest.raises(WriteError, match="No space left on device"):
         st.save(_record(st), b"X" * 1000)
     assert _files(st.root) == []
 
@@ -160,7 +162,7 @@ def test_disk_full_on_a_real_tiny_tmpfs_leaves_nothing(settings, tmp_path):
     try:
         s2 = settings.replace("paths", engines=mnt)
         st = EngineStore(s2)
-        with pytest.raises(EngineError, match="No space left"):
+        with pytest.raises(WriteError, match="No space left"):
             st.save(_record(st), os.urandom(256 * 1024))
         assert _files(mnt) == []
         # and a small engine still fits afterwards: nothing leaked
@@ -174,7 +176,7 @@ def test_ctrl_c_during_write_leaves_nothing(tmp_path, monkeypatch):
     def interrupted(fd, data):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_mod, "_os_write", interrupted)
+    monkeypatch.setattr(files_mod, "_os_write", interrupted)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(tmp_path / "e.plan", b"data")
     assert _files(tmp_path) == []

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ncanvas_tui.errors import EngineError
+from ncanvas_tui.files import FILE_MODE, TEMP_PREFIX, atomic_path, atomic_write_bytes, atomic_write_json
+
+__all__ = ["FILE_MODE", "NO_GPU", "TEMP_PREFIX", "Artefact", "ArtefactKey", "EngineStore", "atomic_path",
+           "atomic_write_bytes", "atomic_write_json"]
 
 if TYPE_CHECKING:
     from ncanvas_tui.settings import Settings
@@ -44,90 +47,6 @@ ID_LENGTH = 10
 #: build locks live here (one file per artefact id / intermediate)
 LOCK_DIR = ".locks"
 NO_GPU = "none (build-only)"
-#: the temp-file prefix of atomic writes (``engines list`` ignores and cleans these)
-TEMP_PREFIX = ".ncanvas-tmp-"
-
-# The one place bytes reach the disk (tests inject ENOSPC here).
-_os_write = os.write
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-#: mkstemp makes 0600 files; finished artefacts get the usual 0644 (minus the umask)
-FILE_MODE = 0o666 & ~_UMASK
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        n = _os_write(fd, view[: 1 << 24])
-        view = view[n:]
-
-
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """A temp path beside ``target``; renamed over it when the block succeeds, removed otherwise.
-
-    Use it for writers that want a path (ONNX save, Polygraphy). The temp file is
-    removed on any exception, KeyboardInterrupt included."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=target.suffix, dir=target.parent)
-    with contextlib.suppress(OSError):
-        os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    tmp = Path(name)
-    _claim(tmp)
-    try:
-        yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _claim(tmp: Path) -> None:
-    """In a build's child process: tell the parent about the temp file (removed if the child is killed)."""
-    from ncanvas_tui.engines.subproc import claim
-
-    claim(tmp)
-
-
-def _fsync_file(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(target: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``target`` atomically. Disk full -> EngineError naming the file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=target.suffix, dir=target.parent)
-    tmp = Path(name)
-    _claim(tmp)
-    try:
-        try:
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, FILE_MODE)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise EngineError(f"{target}: cannot write ({exc.strerror or exc}); nothing was left behind"
-                              ) from None
-        raise
-
-
-def atomic_write_json(target: Path, data: Any) -> None:
-    atomic_write_bytes(target, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
 
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()

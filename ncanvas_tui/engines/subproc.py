@@ -80,9 +80,9 @@ class _Link:
             if self.conn.recv() != "go":  # the parent terminates us instead of answering when cancelled
                 raise CancelledError("cancelled")
 
-    def claim(self, path: str) -> None:
-        self.claims.append(path)
-        self.send(("claim", path))
+    def claim(self, path: str | Path) -> None:
+        self.claims.append(str(path))
+        self.send(("claim", str(path)))
 
 
 _link: _Link | None = None
@@ -145,6 +145,9 @@ def _child_main(conn: Any, scratch: str, levels: dict[str, int], fn: Callable[..
     os.environ["TMPDIR"] = scratch
     tempfile.tempdir = scratch
     _link = link = _Link(conn)
+    from ncanvas_tui import files
+
+    files.temp_hook = link.claim  # atomic writes announce their temp files: removed if we are killed
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ncanvas_tui.endpoints import redact, redact_url, require_key
-from ncanvas_tui.errors import CancelledError, EndpointError, SettingsError
+from ncanvas_tui.errors import CancelledError, EndpointError, SettingsError, exception_chain
 from ncanvas_tui.settings import ImagegenSettings
 
 PROVIDERS = ("openai", "nvidia", "sdwebui")
@@ -119,9 +119,7 @@ def timeout_error(endpoint: str, timeout_s: float) -> ImageApiError:
 
 
 def connection_error(endpoint: str, err: BaseException) -> ImageApiError:
-    chain = [err]
-    while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
-        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
+    chain = exception_chain(err)
     if any(type(e).__name__ == "RemoteProtocolError" for e in chain):
         return ImageApiError(f"{endpoint}: the server closed the connection without answering",
                              endpoint=endpoint, kind="connection", retryable=True)

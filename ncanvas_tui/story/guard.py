@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ncanvas_tui.endpoints import redact_url
-from ncanvas_tui.errors import EndpointError, GuardrailRefusal, NcanvasError
+from ncanvas_tui.errors import EndpointError, GuardrailRefusal, NcanvasError, exception_chain
 from ncanvas_tui.settings import Settings
 from ncanvas_tui.story.llm import PLACEHOLDER_KEY, scrub
 
@@ -100,10 +100,8 @@ def _install_logging() -> None:
 
 
 def _root_cause(exc: BaseException | None) -> BaseException | None:
-    seen = 0
-    while exc is not None and (exc.__cause__ is not None) and seen < 10:
-        exc, seen = exc.__cause__, seen + 1
-    return exc
+    chain = exception_chain(exc, context=False, limit=11)
+    return chain[-1] if chain else None
 
 
 def colang_cache_dir() -> Path:
@@ -135,7 +133,7 @@ def _cache_colang_parsing() -> None:
             pass
         result = original(filename, content, include_source_mapping=include_source_mapping, version=version)
         try:
-            from ncanvas_tui.engines.store import atomic_write_bytes
+            from ncanvas_tui.files import atomic_write_bytes
 
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, json.dumps(result).encode("utf-8"))  # key order kept as parsed
@@ -346,13 +344,10 @@ class Guard:
 
     def _timed_out(self, exc: BaseException | None, what: str) -> EndpointError | None:
         """A timeout anywhere in the chain: say so, after how long, and where."""
-        seen = 0
-        while exc is not None and seen < 12:
-            name = type(exc).__name__.lower()
-            if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "timeout" in name:
+        for e in exception_chain(exc, limit=12):
+            if isinstance(e, (TimeoutError, asyncio.TimeoutError)) or "timeout" in type(e).__name__.lower():
                 return EndpointError(f"{self.endpoint}: guardrails {what} timed out after "
                                      f"{self.settings.llm.timeout_s:g} s without an answer ([llm].timeout_s)")
-            exc, seen = exc.__cause__ or exc.__context__, seen + 1
         return None
 
     # -- the rails -----------------------------------------------------------------------------

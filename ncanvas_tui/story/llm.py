@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ncanvas_tui.endpoints import redact, redact_url, require_key
-from ncanvas_tui.errors import EndpointError
+from ncanvas_tui.errors import EndpointError, exception_chain
 from ncanvas_tui.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,6 @@ def check_key(settings: Settings) -> None:
     local one goes ahead without a key and says so once on stderr (``endpoints.require_key``)."""
     llm = settings.llm
     require_key("llm", llm.api_key_env, llm.api_key().get(), llm.base_url)
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception and its causes/contexts, outermost first."""
-    out: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and cur not in out and len(out) < 12:
-        out.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return out
 
 
 class LlmClient:
@@ -139,7 +129,7 @@ class LlmClient:
         elif isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError, TimeoutError)):
             text = f"{ep}: no answer within {self.llm.timeout_s:g} s ([llm].timeout_s){tried}"
         elif isinstance(exc, (openai.APIConnectionError, OSError)):
-            chain = _chain(exc)
+            chain = exception_chain(exc, limit=12)
             cause = chain[1] if len(chain) > 1 else exc
             detail = scrub(str(cause), self._key())
             if any(isinstance(e, ConnectionRefusedError) for e in chain):
