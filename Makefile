@@ -40,7 +40,8 @@ lint: setup-dev
 	$(BIN)/ruff check ncanvas_tui tests scripts bench setup.py
 
 typecheck: setup-dev
-	$(BIN)/python -m mypy ncanvas_tui/engines
+	$(BIN)/python -m mypy ncanvas_tui
+	$(BIN)/lint-imports
 
 bench: setup-dev
 	@set -e; for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b; done

@@ -122,14 +122,15 @@ def read_regular_file(path: str | os.PathLike[str], *, what: str = "file", limit
     return data
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the new name durable too (best effort: not every platform opens folders)."""
+def _fsync_path(path: Path) -> None:
+    """fsync a file by name, or a folder to make a new name in it durable (best effort: not every
+    platform opens folders)."""
     with contextlib.suppress(OSError):
-        dfd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
-            os.fsync(dfd)
+            os.fsync(fd)
         finally:
-            os.close(dfd)
+            os.close(fd)
 
 
 def write_new_file(folder: Path, stem: str, suffix: str, data: bytes, *, limit: int = 10_000) -> Path:
@@ -160,7 +161,7 @@ def write_new_file(folder: Path, stem: str, suffix: str, data: bytes, *, limit: 
                 except FileExistsError:
                     continue
                 os.replace(tmp, path)
-            _fsync_dir(folder)
+            _fsync_path(folder)
             return path
         raise FileExistsError(errno.EEXIST, f"no free file name for {stem}{suffix}", str(folder))
     finally:
@@ -193,7 +194,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     _claim(tmp)
     try:
         yield tmp
-        _fsync_file(tmp)
+        _fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -209,15 +210,6 @@ temp_hook: Callable[[Path], None] | None = None
 def _claim(tmp: Path) -> None:
     if temp_hook is not None:
         temp_hook(tmp)
-
-
-def _fsync_file(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def atomic_write_bytes(target: Path, data: bytes | memoryview) -> None:

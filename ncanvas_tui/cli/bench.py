@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from ncanvas_tui.cli.common import (
     add_model_options,
@@ -25,31 +26,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time budget per batch size (default 2; 1 per candidate with --all)")
     p.add_argument("--all", action="store_true",
                    help="every model/precision runnable here: accuracy-vs-latency table with its Pareto front")
-    p.add_argument("--budget-ms", type=_positive_ms, metavar="X",
+    p.add_argument("--budget-ms", type=_positive("--budget-ms", "milliseconds"), metavar="X",
                    help="name the most accurate model/precision whose batch-1 latency fits X ms (implies --all)")
-    p.add_argument("--budget-mj", type=_positive_mj, metavar="X",
+    p.add_argument("--budget-mj", type=_positive("--budget-mj", "millijoules"), metavar="X",
                    help="name the most accurate model/precision whose energy per image fits X mJ (implies --all; "
                         "needs a power source: Jetson rails, NVML or RAPL)")
 
 
-def _positive_ms(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"--budget-ms must be a positive number of milliseconds, got {text!r}")
-    return v
+def _positive(flag: str, unit: str) -> Callable[[str], float]:
+    """An argparse type: a positive number, else one line naming ``flag`` and ``unit``."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = -1.0
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive number of {unit}, got {text!r}")
+        return v
 
-
-def _positive_mj(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"--budget-mj must be a positive number of millijoules, got {text!r}")
-    return v
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
