@@ -225,10 +225,14 @@ def _check_value(where: str, f: dataclasses.Field[Any], value: Any, base: Path) 
         raise SettingsError(f"{where} must be between {meta.get('min')} and {meta.get('max')}, got {value!r}")
     kind = meta.get("kind")
     if kind == "batch":
-        if (len(value) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-                or not 1 <= value[0] <= value[1] <= value[2] <= 64):
-            raise SettingsError(f"{where} must be [min, opt, max] integers with 1 <= min <= opt <= max <= 64, "
-                                f"got {value!r}")
+        from ncanvas_tui.profile import batch_profile
+
+        if len(value) != 3:  # a settings file names all three (one size is the command line's shorthand)
+            raise SettingsError(f"{where} must be [min, opt, max], got {value!r}")
+        try:
+            value = list(batch_profile(value))
+        except ValueError as e:
+            raise SettingsError(f"{where}: {e}") from None
     elif kind == "url":
         if not re.match(r"^https?://[^\s/]+", value):
             raise SettingsError(f"{where} must be an http(s) URL, got {value!r}")
