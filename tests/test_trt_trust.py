@@ -246,3 +246,16 @@ def test_engine_builds_run_in_a_child_process(settings, workdir, caplog, monkeyp
     build_mod.build(plan)  # type: ignore[arg-type]
     assert calls == [("_tensorrt_in_child", "build")]
     assert np.all(True)
+
+
+# -- 9. one TensorRT logger per process for every runtime --------------------------------------------
+
+def test_every_runtime_in_a_process_gets_the_same_tensorrt_logger():
+    import fake_tensorrt as fake
+
+    from ncanvas_tui.backends.tensorrt import _trt_logger
+
+    trt = fake.module()
+    first = _trt_logger(trt)
+    first.log(trt.ILogger.Severity.ERROR, "from an earlier load")
+    assert _trt_logger(trt) is first and first.errors == ["from an earlier load"]

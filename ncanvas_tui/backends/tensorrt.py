@@ -51,8 +51,20 @@ def uses_named_tensors(obj: Any) -> bool:
     return hasattr(obj, "execute_async_v3") or hasattr(obj, "num_io_tensors")
 
 
+_LOGGERS: dict[int, Any] = {}
+
+
 def _trt_logger(trt_mod: Any) -> Any:
-    """A TensorRT logger that keeps errors (for the message) and sends the rest to logging."""
+    """THE TensorRT logger of this process for ``trt_mod`` (TensorRT wants one logger per process:
+    every runtime gets the same one). It keeps errors (for messages) and sends the rest to logging.
+    Builds run in their own child process with Polygraphy's logger, so the two never meet."""
+    logger = _LOGGERS.get(id(trt_mod))
+    if logger is None:
+        logger = _LOGGERS[id(trt_mod)] = _make_logger(trt_mod)
+    return logger
+
+
+def _make_logger(trt_mod: Any) -> Any:
 
     class _Logger(trt_mod.ILogger):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -125,6 +137,7 @@ class EngineRunner:
             raise BackendError(f"{self.label}: no current CUDA context; load engines in the GPU worker")
         data = self.source.read_bytes() if isinstance(self.source, Path) else self.source
         logger = _trt_logger(self.trt)
+        logger.errors.clear()  # what this load logs, for its message
         self.runtime = self.trt.Runtime(logger)
         # as Polygraphy's EngineFromBytes: plugins registered before deserializing (an engine with a
         # plugin layer fails otherwise), host code allowed (version-compatible engines carry some)
