@@ -265,7 +265,7 @@ def candidates(settings: Settings) -> list[dict[str, Any]]:
             if a.model == entry.name:
                 out.append({"model": entry.name, "backend": a.backend, "precision": a.precision,
                             "calibrator": a.calibrator, "top1": entry.top1, "id": a.id, "engine": a.path.name,
-                            "selection": Selection(artefact=a.id)})
+                            "dla_core": a.dla_core, "selection": Selection(artefact=a.id)})
     return out
 
 
@@ -379,6 +379,10 @@ def format_bench_all(r: dict[str, Any]) -> str:
                          f"{'-':>9} {'-':>8} {'-':>9}  error: {x.get('error', '?')}")
             continue
         note = []
+        if x.get("dla_core") is not None:
+            note.append(f"DLA core {x['dla_core']}")
+        elif x.get("calibrator"):
+            note.append(x["calibrator"])
         if x.get("gpu_compute_ms") is not None:
             note.append(f"GPU {x['gpu_compute_ms']:.3f} ms")
         if x.get("verify_top1_agreement") is not None:

@@ -145,3 +145,15 @@ def test_a_real_dla_build_benches(settings, workdir):
     assert a is not None and a.dla_core == 0 and a.gpu_fallback_layers is not None
     b = api.bench(settings, api.Selection(artefact=a.id), batches=(1,), seconds=0.5)
     assert b["results"][0]["p50_ms"] > 0
+
+
+def test_bench_all_puts_dla_and_gpu_artefacts_side_by_side():
+    from ncanvas_tui.bench import format_bench_all
+
+    rows = [{"model": "m", "backend": "tensorrt", "precision": "fp16", "top1": 75.0, "latency_ms": 2.0,
+             "images_per_s": 500.0, "pareto": True, "dla_core": None, "id": "a"},
+            {"model": "m", "backend": "tensorrt", "precision": "fp16", "top1": 75.0, "latency_ms": 5.0,
+             "images_per_s": 200.0, "pareto": False, "dla_core": 0, "id": "b"}]
+    text = format_bench_all({"batch": 1, "rows": rows, "budget_ms": None})
+    lines = [ln for ln in text.splitlines() if " m " in ln]
+    assert len(lines) == 2 and "DLA core 0" in lines[1] and "DLA" not in lines[0]
