@@ -33,7 +33,10 @@ def project(tmp_path: Path) -> Path:
 
 
 def dry_run(project: Path, target: str) -> str:
-    r = subprocess.run(["make", "-n", target], cwd=project, capture_output=True, text=True, timeout=30)
+    # run from `make test` too: a nested make would print "make[1]: Entering directory" first
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    r = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=project, capture_output=True, text=True,
+                       timeout=30, env=env)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
