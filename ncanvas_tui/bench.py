@@ -588,7 +588,7 @@ def trt_layers(runner: Any, x: np.ndarray, runs: int, cancel: CancelToken = NEVE
                     info[str(layer["Name"])] = layer
         except Exception:  # noqa: BLE001 - layer information is an extra: times are reported without it
             info = {}
-    layers = []
+    layers: list[dict[str, Any]] = []
     for name, total in prof.ms.items():
         meta = info.get(name, {})
         onnx_nodes = re.findall(r"\[ONNX Layer: ([^\]]+)\]", str(meta.get("Metadata", "")))

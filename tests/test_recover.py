@@ -40,7 +40,8 @@ def _quantized_inputs(path: Path) -> set[str]:
     """Names of the nodes that read a DequantizeLinear output (activations or weights): quantized nodes."""
     g = onnx.load(str(path)).graph
     dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return {n.name for n in g.node if n.op_type != "QuantizeLinear" and dq & set(n.input)}
+    dq |= {o for n in g.node if n.op_type == "Cast" and dq & set(n.input) for o in n.output}  # fp16 outside Q/DQ
+    return {n.name for n in g.node if n.op_type not in ("QuantizeLinear", "Cast") and dq & set(n.input)}
 
 
 # -- --keep-float -----------------------------------------------------------------------------------
@@ -217,3 +218,23 @@ def test_tensorrt_implicit_int8_keeps_layers_fp32_with_obeyed_constraints(settin
     kw = _config_kwargs(trt_plan, object(), Trt, [])
     assert kw["precision_constraints"] == "obey" and kw["int8"]
     assert "precision_constraints" not in _config_kwargs(replace(trt_plan, keep_float=()), object(), Trt, [])
+
+
+@pytest.mark.rtx
+def test_rtx_strongly_typed_keep_float_builds_without_qdq_around_the_layer(settings, outlier, workdir):
+    """A real TensorRT-RTX build (strongly typed: int8 from the Q/DQ ONNX): the kept layer has no Q/DQ
+    in the ONNX it parsed, the set is in the key, and the engine builds."""
+    from test_build import _has_rtx
+
+    why = _has_rtx()
+    if why:
+        pytest.skip(why)
+    settings = settings.replace("build", calibrator="minmax")
+    res = build(plan_build(settings, BuildRequest(outlier, "int8", backend="tensorrt-rtx", keep_float=("mix",))))
+    plain = build(plan_build(settings, BuildRequest(outlier, "int8", backend="tensorrt-rtx")))
+    a, p = res.artefact, plain.artefact
+    assert a is not None and p is not None and a.id != p.id
+    assert a.keep_float == ["mix"] and a.quantization == "explicit" and a.path.stat().st_size > 0
+    assert "mix" not in _quantized_inputs(Path(a.source_onnx)) and "conv3" in _quantized_inputs(Path(a.source_onnx))
+    assert "mix" in _quantized_inputs(Path(p.source_onnx))
+    assert any("kept float" in n for n in a.notes)
