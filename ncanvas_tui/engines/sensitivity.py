@@ -184,6 +184,8 @@ def _work(job: SensitivityJob, *, progress: ProgressFn | None = None,
         input_name, _ = check_classifier_input(q.model, model, q.preprocess.input_size)
         batches = list(calibrate.iter_batches(calibration_set(q), q.preprocess, cancelled=cancelled,
                                               label="image"))
+        if q.static_batch is None and len(batches) > 1:  # one call per model, not one per image
+            batches = [np.concatenate(batches, axis=0)]
         run = _Session(batches, input_name, kernels=q.flavour == "ort")
         ref = run.logits(model)
         ref_top1 = ref.argmax(axis=1)
