@@ -238,3 +238,10 @@ def test_rtx_strongly_typed_keep_float_builds_without_qdq_around_the_layer(setti
     assert "mix" not in _quantized_inputs(Path(a.source_onnx)) and "conv3" in _quantized_inputs(Path(a.source_onnx))
     assert "mix" in _quantized_inputs(Path(p.source_onnx))
     assert any("kept float" in n for n in a.notes)
+
+
+def test_no_keep_float_choice_prefers_the_plain_artefact(settings, outlier):
+    """The TUI's catalog rows choose with keep_float None ("any"): plain int8 wins over a kept-float one."""
+    plain = _ort_int8(settings, outlier)
+    _ort_int8(settings, outlier, keep=["mix"])
+    assert select(settings, Selection(model=outlier, backend="onnxruntime", precision="int8")).id == plain.id
