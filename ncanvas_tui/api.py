@@ -30,7 +30,8 @@ from ncanvas_tui.settings import Settings
 
 __all__ = ["Artefact", "BuildPlan", "BuildRequest", "BuildResult", "CancelToken", "PrepResult", "Progress",
            "Selection", "Target", "VerifyResult", "bench", "bench_all", "build", "delete_artefact",
-           "list_artefacts", "plan_and_build", "plan_build", "prep", "select", "verify"]
+           "layer_sensitivity", "list_artefacts", "plan_and_build", "plan_build", "prep", "recover", "select",
+           "verify"]
 
 
 def plan_and_build(settings: Settings, request: BuildRequest, *, progress: Progress = no_progress,
@@ -49,21 +50,43 @@ def prep(settings: Settings, model: str | None, *, progress: Progress = no_progr
 
 
 def verify(settings: Settings, selection: Selection, images: Sequence[str] | None = None, *,
-           progress: Progress = no_progress, cancel: CancelToken = NEVER, store: bool = True) -> VerifyResult:
-    """The chosen artefact vs fp32 ONNX Runtime on the same images (stored beside the artefact)."""
+           progress: Progress = no_progress, cancel: CancelToken = NEVER, store: bool = True,
+           layers: bool = False) -> VerifyResult:
+    """The chosen artefact vs fp32 ONNX Runtime on the same images (stored beside the artefact);
+    ``layers``: also the layer sensitivity ranking (``VerifyResult.layers``)."""
     from ncanvas_tui.engines.verify import verify as run
 
-    return run(settings, selection, images, progress=progress, cancel=cancel, store=store)
+    return run(settings, selection, images, progress=progress, cancel=cancel, store=store, layers=layers)
 
 
 def bench(settings: Settings, selection: Selection, *, batches: Sequence[int] = (1, 4, 8),
           images: Sequence[str] | None = None, seconds: float = 2.0, progress: Progress = no_progress,
-          cancel: CancelToken = NEVER) -> dict[str, Any]:
-    """Latency percentiles and images/s of the chosen artefact per batch size (``bench --json``'s shape)."""
+          cancel: CancelToken = NEVER, layers: bool = False) -> dict[str, Any]:
+    """Latency percentiles and images/s of the chosen artefact per batch size (``bench --json``'s shape);
+    ``layers``: also per-layer times, slowest first (``"layers": [{"name", "op", "ms"}]``)."""
     from ncanvas_tui.bench import run_bench
 
     return run_bench(settings, selection, batches=batches, images=images, seconds=seconds, progress=progress,
-                     cancel=cancel)
+                     cancel=cancel, layers=layers)
+
+
+def layer_sensitivity(settings: Settings, model: str | None, *, backend: str | None = None,
+                      calibrator: str | None = None, progress: Progress = no_progress,
+                      cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """The quantizable layers ranked by how much quantizing each alone moves the logits (ONNX Runtime,
+    calibration images, cached ranges): ``{"layers": [{"name", "op", "sensitivity"}], ...}``."""
+    from ncanvas_tui.engines.sensitivity import rank_layers
+
+    return rank_layers(settings, model, backend=backend, calibrator=calibrator, progress=progress, cancel=cancel)
+
+
+def recover(settings: Settings, request: BuildRequest, target: float, *, progress: Progress = no_progress,
+            cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """Build the int8 artefact with the fewest layers kept float that reaches ``target`` top-1 agreement
+    with fp32 on the calibration images; its layers, agreement and speed cost against plain int8."""
+    from ncanvas_tui.engines.recover import recover as run
+
+    return run(settings, request, target, progress=progress, cancel=cancel)
 
 
 def bench_all(settings: Settings, *, budget_ms: float | None = None, budget_mj: float | None = None,

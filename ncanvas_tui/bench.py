@@ -9,6 +9,7 @@ timed in the same run, so ``infer_ms / raw_infer_ms`` says what our layer costs.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -171,9 +172,10 @@ def bench_batch(clf: Classifier, images: Sequence[str], batch: int, *, seconds: 
 
 def run_bench(settings: Settings, selection: Selection, *, batches: Sequence[int] = (1, 4, 8),
               images: Sequence[str] | None = None, seconds: float = 2.0,
-              progress: Progress = no_progress, cancel: CancelToken = NEVER) -> dict[str, Any]:
+              progress: Progress = no_progress, cancel: CancelToken = NEVER, layers: bool = False) -> dict[str, Any]:
     """Measure the artefact ``selection`` chooses at each batch size. ``cancel`` is polled between
-    batch sizes and inside the timed loops (raises ``CancelledError``)."""
+    batch sizes and inside the timed loops (raises ``CancelledError``). ``layers``: then a profiled
+    run at the smallest batch size, per-layer times slowest first (``layer_profile``)."""
     cancel.check("bench")
     clf = Classifier(settings, target=select(settings, selection))
     meter: EnergyMeter | None = None
@@ -190,6 +192,11 @@ def run_bench(settings: Settings, selection: Selection, *, batches: Sequence[int
             progress(i, len(batches), f"batch {b}: measuring for ~{seconds * 2:.0f} s")
             results.append(bench_batch(clf, paths, b, seconds=seconds, cancel=cancel, meter=meter))
         energy = meter.report()  # top-level "power", "conditions", "warnings"
+        profiled: dict[str, Any] = {}
+        if layers:
+            progress(len(batches), len(batches), "per-layer profile")
+            prof = layer_profile(clf, paths, batch=min(batches), cancel=cancel)
+            profiled = {"layers": prof["layers"], "layers_source": prof["source"]}
     finally:
         clf.close()
         if meter is not None:
@@ -198,7 +205,7 @@ def run_bench(settings: Settings, selection: Selection, *, batches: Sequence[int
             "id": clf.target.id, "calibrator": clf.target.artefact.calibrator if clf.target.artefact else None,
             "version": info.version, "device": info.device, "images": len(paths),
             "threads": os.environ.get("OMP_NUM_THREADS") or "auto", "cpu_count": os.cpu_count(),
-            "notes": info.notes, "artefact": info.model_path, "results": results, **energy}
+            "notes": info.notes, "artefact": info.model_path, "results": results, **energy, **profiled}
 
 
 def summary_line(r: dict[str, Any]) -> str:
@@ -227,6 +234,8 @@ def format_bench(r: dict[str, Any]) -> str:
     if r.get("conditions"):
         lines.append(format_conditions(r["conditions"]))
     lines.extend(f"note: {n}" for n in r.get("notes", []))
+    if "layers" in r:
+        lines.append(format_layers(r["layers"], r.get("layers_source", "")))
     return "\n".join(lines)
 
 
@@ -429,4 +438,180 @@ def format_bench_all(r: dict[str, Any]) -> str:
             lines.append(f"budget {budget}: nothing fits{extra}")
     if r.get("conditions"):
         lines.append(format_conditions(r["conditions"]))
+    return "\n".join(lines)
+
+
+# ---- bench --layers: where the time goes, per layer named after the model's nodes ---------------
+
+def layer_profile(clf: Classifier, images: Sequence[str], *, batch: int = 1, runs: int = 20,
+                  cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """Per-layer times of ``runs`` calls at ``batch``, slowest first: ``{"layers": [{"name", "op",
+    "ms"}], "source": ...}``. ONNX Runtime: its profiler (node names of the ONNX graph as ORT ran it,
+    fused nodes under the name ORT gives them). TensorRT: an ``IProfiler`` during the calls, with the
+    engine inspector's layer information for the ONNX nodes a fused layer came from."""
+    be = clf.load()
+    loaded = clf.load_images([images[i % len(images)] for i in range(batch)])
+    bad = [x for x in loaded if not isinstance(x, LoadedImage)]
+    if bad:
+        raise bad[0]
+    x = clf.normalize([g.rgb for g in loaded if isinstance(g, LoadedImage)])
+    if getattr(be, "session", None) is not None:
+        return _ort_layers(be.info.model_path, x, runs, cancel)
+    runner = getattr(be, "runner", None)
+    if runner is not None:
+        w = runner.worker
+        from ncanvas_tui.worker import current_worker
+
+        if w is None or current_worker() is w:
+            return trt_layers(runner, x, runs, cancel)
+        return w.run(trt_layers, runner, x, runs, cancel)  # type: ignore[no-any-return]
+    return {"layers": [], "source": f"{be.info.name}: no per-layer profiler"}
+
+
+def _ort_layers(model_path: str, x: np.ndarray, runs: int, cancel: CancelToken) -> dict[str, Any]:
+    import json
+    import shutil
+    import tempfile
+
+    import onnxruntime as ort
+
+    folder = tempfile.mkdtemp(prefix="ncanvas-profile-")
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(folder) / "ort")
+        sess = ort.InferenceSession(model_path, sess_options=opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x}
+        sess.run(None, feed)  # warm-up (its events are dropped below: first run id)
+        for _ in range(runs):
+            cancel.check("bench --layers")
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text(encoding="utf-8"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    first_run: dict[str, int] = {}
+    total: dict[str, float] = {}
+    ops: dict[str, str] = {}
+    for e in events if isinstance(events, list) else []:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = str(e["name"]).removesuffix("_kernel_time")
+        if name not in first_run:   # the warm-up's event of each node is its first
+            first_run[name] = 1
+            continue
+        total[name] = total.get(name, 0.0) + float(e.get("dur", 0)) / 1e3
+        ops[name] = str((e.get("args") or {}).get("op_name", ""))
+    name_of = _OnnxNames(model_path)
+    merged: dict[str, dict[str, Any]] = {}
+    for n, t in total.items():
+        key = name_of(n, ops[n])
+        row = merged.setdefault(key, {"name": key, "op": ops[n], "ms": 0.0})
+        row["ms"] += t / runs
+    layers = [{**r, "ms": round(r["ms"], 4)} for r in merged.values()]
+    layers.sort(key=lambda r: -r["ms"])
+    return {"layers": layers, "source": f"ONNX Runtime profiler, mean of {runs} runs; ORT's fused and "
+            "layout nodes named after the ONNX nodes they came from"}
+
+
+class _OnnxNames:
+    """ONNX Runtime's optimized graph renames what it fuses or re-lays out ('c2_nchwc', 'conv_token_4',
+    '<Clip output>_nchwc' for a Conv+Clip): back to the ONNX node names (a fused chain 'conv + clip');
+    nodes ORT added itself (ReorderOutput, Transpose) keep their name."""
+
+    _SUFFIX = re.compile(r"(_nchwc|_token_\d+|_fused\w*)+$")
+
+    def __init__(self, model_path: str) -> None:
+        import onnx
+
+        graph = onnx.load(model_path, load_external_data=False).graph
+        self.nodes = {n.name: n for n in graph.node if n.name}
+        self.producer = {o: n for n in graph.node for o in n.output}
+
+    def __call__(self, name: str, op: str) -> str:
+        if name in self.nodes:
+            return name
+        base = self._SUFFIX.sub("", name)
+        if base in self.nodes:
+            return base
+        node = self.producer.get(base)
+        if node is None:
+            return name
+        want = re.sub(r"^(QLinear|NhwcFused|Fused|Nhwc)", "", op)
+        chain = [node]
+        while node.op_type != want and len(chain) < 4 and node.input and node.input[0] in self.producer:
+            node = self.producer[node.input[0]]
+            chain.insert(0, node)
+        if node.op_type != want:
+            chain = chain[-1:]
+        return " + ".join(n.name or n.op_type for n in chain)
+
+
+def trt_layers(runner: Any, x: np.ndarray, runs: int, cancel: CancelToken = NEVER) -> dict[str, Any]:
+    """TensorRT per-layer times (``IProfiler.report_layer_time`` during ``runs`` calls) named after the
+    ONNX nodes each engine layer came from (``IEngineInspector`` JSON: a fused layer's 'Metadata' lists
+    '[ONNX Layer: NAME]' for each node; without it, with a build of default profiling verbosity, the
+    engine layer's own name, which TensorRT makes from the node names). Runs in the GPU worker."""
+    import json
+    import re
+
+    trt = runner.trt
+    ctx = runner.context
+    if ctx is None or not hasattr(trt, "IProfiler"):
+        return {"layers": [], "source": "this TensorRT has no IProfiler"}
+
+    class Profiler(trt.IProfiler):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.ms: dict[str, float] = {}
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.ms[layer_name] = self.ms.get(layer_name, 0.0) + float(ms)
+
+    runner.infer(x)  # warm-up without the profiler
+    prof = Profiler()
+    old = getattr(ctx, "profiler", None)
+    ctx.profiler = prof
+    try:
+        for _ in range(runs):
+            cancel.check("bench --layers")
+            runner.infer(x)
+    finally:
+        ctx.profiler = old
+    info: dict[str, dict[str, Any]] = {}
+    inspector_fn = getattr(runner.engine, "create_engine_inspector", None)
+    fmt = getattr(getattr(trt, "LayerInformationFormat", None), "JSON", None)
+    if inspector_fn is not None and fmt is not None:
+        try:
+            inspector = inspector_fn()
+            inspector.execution_context = ctx
+            doc = json.loads(inspector.get_engine_information(fmt))
+            for layer in doc.get("Layers", []) if isinstance(doc, dict) else []:
+                if isinstance(layer, dict) and "Name" in layer:
+                    info[str(layer["Name"])] = layer
+        except Exception:  # noqa: BLE001 - layer information is an extra: times are reported without it
+            info = {}
+    layers: list[dict[str, Any]] = []
+    for name, total in prof.ms.items():
+        meta = info.get(name, {})
+        onnx_nodes = re.findall(r"\[ONNX Layer: ([^\]]+)\]", str(meta.get("Metadata", "")))
+        layers.append({"name": " + ".join(dict.fromkeys(onnx_nodes)) if onnx_nodes else name,
+                       "op": str(meta.get("LayerType", "")), "ms": round(total / runs, 4)})
+    layers.sort(key=lambda r: -r["ms"])
+    return {"layers": layers, "source": f"TensorRT IProfiler, mean of {runs} runs"
+            + ("; ONNX nodes from the engine inspector" if info else "")}
+
+
+def format_layers(layers: list[dict[str, Any]], source: str, *, value: str = "ms", limit: int = 25) -> str:
+    """The slowest (or most sensitive) layers as a text table."""
+    if not layers:
+        return f"layers: none reported ({source})"
+    total = sum(float(x[value]) for x in layers) or 1.0
+    width = min(48, max(len(x["name"]) for x in layers[:limit]))
+    lines = [f"layers ({source}; {len(layers)} in all, top {min(limit, len(layers))}):",
+             f"  {'layer':<{width}}  {'op':<18} {value:>11}  share"]
+    for x in layers[:limit]:
+        v = float(x[value])
+        lines.append(f"  {x['name'][:width]:<{width}}  {x['op'][:18]:<18} {v:>11.4f}  {v / total:6.1%}")
     return "\n".join(lines)

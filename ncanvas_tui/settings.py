@@ -105,6 +105,7 @@ class BuildSettings:
     calibrator: str = _opt("entropy2", choices=("entropy2", "minmax"))
     calibration_batches: int = _opt(32, min=1, max=100000)
     sanitize: bool = _opt(True)
+    recover_target: float = _opt(0.99, min=0.01, max=1.0)
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,45 @@ def run(path: Path, x: np.ndarray) -> np.ndarray:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def outlier_classifier() -> onnx.ModelProto:
+    """A classifier that measurably loses top-1 at int8, and only through one layer:
+
+    input -> Conv ``stem`` 3->8 (kept float: first layer) whose channel 0 is an outlier (x1e4)
+    -> Conv ``mix`` 8->16 (ignores channel 0: its weights there are 0, so fp32 never sees it)
+    -> Relu -> Conv ``conv3`` 16->16 -> Relu -> GAP -> Flatten -> Gemm ``fc`` (head: kept float).
+
+    Quantizing ``mix``'s input puts the outlier into the activation range: the other channels round
+    to nothing and top-1 moves. Keeping ``mix`` float brings it back; ``conv3`` is harmless."""
+    r = _rng()
+    w1 = (r.standard_normal((8, 3, 3, 3)) * 0.5).astype(np.float32)
+    b1 = (r.standard_normal(8) * 0.1).astype(np.float32)
+    w1[0] *= 1e4
+    b1[0] = 5e4
+    w2 = (r.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32)
+    w2[:, 0] = 0.0
+    b2 = (r.standard_normal(16) * 0.1).astype(np.float32)
+    w3 = (r.standard_normal((16, 16, 1, 1)) * 0.3).astype(np.float32)
+    b3 = (r.standard_normal(16) * 0.1).astype(np.float32)
+    wf = (r.standard_normal((CLASSES, 16)) * 1.0).astype(np.float32)
+    bf = np.zeros(CLASSES, np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (w3, "w3"), (b3, "b3"), (wf, "fc.weight"),
+              (bf, "fc.bias"))]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c1", "w2", "b2"], ["c2"], name="mix", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], name="conv3"),
+        helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
+        helper.make_node("GlobalAveragePool", ["r3"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "outlier_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
+        initializer=inits)
+    return _finish(graph)

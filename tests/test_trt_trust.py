@@ -129,7 +129,7 @@ def _plan_for_flags(strict: bool, tf32: bool, precision: str = "int8"):
                             strongly_typed_flag=True, strongly_typed_only=False, optimization_level=True,
                             memory_pool=True, timing_cache=True, sparse_weights=True)
     return SimpleNamespace(features=feats, mode=feats.precision_mode(precision), precision=precision,
-                           strict_int8=strict, tf32=tf32, opt_level=3, sparse=False, dla_core=None,
+                           strict_int8=strict, tf32=tf32, opt_level=3, sparse=False, dla_core=None, keep_float=(),
                            settings=SimpleNamespace(build=SimpleNamespace(workspace_mib=256)))
 
 

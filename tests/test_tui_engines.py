@@ -162,3 +162,37 @@ async def test_verify_and_bench_act_on_the_highlighted_artefact(settings, settin
                        what="bench")
         line = next(n for n in notes(app) if n.startswith("bench "))
         assert "entropy2" in line and built["entropy2"].id in line
+
+
+@pytest.mark.slow
+async def test_verify_offers_recover_and_l_shows_the_layer_table(settings, settings_path, workdir):
+    """Issue 14: an int8 artefact that loses top-1 (outlier model): its verify result offers R, which
+    recovers with [build].recover_target; L shows per-layer times named after the model's nodes."""
+    from onnx_factory import add_model, outlier_classifier
+
+    from ncanvas_tui import api
+
+    add_model(workdir / "models", "outlier", outlier_classifier)
+    api.build(api.plan_build(settings, api.BuildRequest("outlier", "int8", backend="onnxruntime")))
+    app = make_app(settings_path, start="engines", record_history=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#engines-table")
+        await wait_for(pilot, lambda: table.row_count == 1, what="engine row")
+        table.focus()
+        await pilot.press("v")
+        await wait_for(pilot, lambda: any(n.startswith("verify ") for n in notes(app)), timeout=120, what="verify")
+        assert any("R recovers to 99%" in n for n in notes(app))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any(n.startswith("recovered ") for n in notes(app)), timeout=180,
+                       what="recover")
+        line = next(n for n in notes(app) if n.startswith("recovered "))
+        assert "1 layer(s) float: mix" in line and "top-1 agreement 100.0%" in line and "speed cost" in line
+        layers = app.screen.query_one("#layers-table")
+        assert layers.display and layers.row_count == 2 and "mix" in screen_text(app)
+        await wait_for(pilot, lambda: table.row_count == 2, what="the recovered artefact listed")
+        table.focus()
+        await pilot.press("l")
+        await wait_for(pilot, lambda: any(n.startswith("layers of outlier") for n in notes(app)), timeout=120,
+                       what="layer profile")
+        assert layers.row_count >= 4 and "stem" in screen_text(app)

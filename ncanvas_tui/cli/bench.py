@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", nargs="+", metavar="PATH", help="images to use (default: [paths].calibration)")
     p.add_argument("--seconds", type=float, default=None,
                    help="time budget per batch size (default 2; 1 per candidate with --all)")
+    p.add_argument("--layers", action="store_true",
+                   help="also per-layer times at the smallest batch size, named after the model's nodes, slowest first")
     p.add_argument("--all", action="store_true",
                    help="every model/precision runnable here: accuracy-vs-latency table with its Pareto front")
     p.add_argument("--budget-ms", type=_positive("--budget-ms", "milliseconds"), metavar="X",
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         _warn(res)
         return 0
     res = run_in_worker(api.bench, settings, selection(args), batches=args.batch, images=args.images,
-                        seconds=args.seconds if args.seconds is not None else 2.0, progress=say)
+                        seconds=args.seconds if args.seconds is not None else 2.0, progress=say,
+                        layers=args.layers)
     print_json(res) if args.json else print(format_bench(res))
     _warn(res)
     return 0

@@ -36,8 +36,20 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_flag: bool = Tru
     parser.add_argument("--precision", choices=PRECISIONS, help="default: [inference].precision")
     parser.add_argument("--calibrator", choices=("entropy2", "minmax"),
                         help="the int8 artefact calibrated with this calibrator")
+    add_keep_float(parser, "the int8 artefact built with exactly these layers kept float (default: none)")
     parser.add_argument("--artefact", metavar="ID",
                         help="the artefact with this id (`ncanvas engines list`); overrides the options above")
+
+
+def add_keep_float(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--keep-float", metavar="NAME,...", type=_keep_float, default=(),
+                        help=help + " (ONNX node names, as `verify --layers` lists them)")
+
+
+def _keep_float(text: str) -> tuple[str, ...]:
+    from ncanvas_tui.engines.plan import parse_keep_float
+
+    return parse_keep_float(text)
 
 
 def selection(args: argparse.Namespace, model: str | None = None) -> Selection:
@@ -46,7 +58,7 @@ def selection(args: argparse.Namespace, model: str | None = None) -> Selection:
 
     return Selection(model=model if model is not None else getattr(args, "model", None),
                      backend=args.backend, precision=args.precision, calibrator=args.calibrator,
-                     artefact=args.artefact)
+                     keep_float=tuple(getattr(args, "keep_float", ()) or ()), artefact=args.artefact)
 
 
 def command(sub: Any, name: str, help: str, func: Any, *, json_flag: bool = True) -> argparse.ArgumentParser:

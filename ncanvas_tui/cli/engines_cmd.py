@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from ncanvas_tui.cli.common import command, load_settings, parse_batch, print_json
+from ncanvas_tui.cli.common import add_keep_float, command, load_settings, parse_batch, print_json
 from ncanvas_tui.settings import BACKENDS, PRECISIONS
 
 
@@ -61,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default: [build].dla_core)")
     p.add_argument("--strict-int8", action="store_true", default=None,
                    help="int8: layers without an int8 kernel run fp32, not fp16 (default: [build].strict_int8)")
+    add_keep_float(p, "int8: keep these layers float (no Q/DQ around them; TensorRT <= 10: fp32 precision "
+                   "constraints, obeyed); part of the artefact key")
+    p.add_argument("--recover", type=_target, metavar="TARGET", nargs="?", const=-1.0, default=None,
+                   help="int8: rank the layers by sensitivity, find by bisection the fewest kept float that reach "
+                        "TARGET top-1 agreement with fp32 on the calibration images (e.g. 0.99; no value: "
+                        "[build].recover_target), build that artefact and report its speed cost against plain int8")
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date engine exists")
 
     e = sub.add_parser("engines", help="the engine library: built engines with their metadata",
@@ -70,15 +76,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     del lp
 
 
+def _target(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -2.0
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"a top-1 agreement fraction in (0, 1], e.g. 0.99; got {text!r}")
+    return v
+
+
 def run_build(args: argparse.Namespace) -> int:
     from ncanvas_tui import api
     from ncanvas_tui.progress import CancelToken
 
     settings = load_settings(args)
-    plan = api.plan_build(settings, api.BuildRequest(
+    request = api.BuildRequest(
         model=args.name, precision=args.precision, backend=args.backend, calibrator=args.calibrator,
         batch=args.batch, opt_level=args.opt_level, sparse=args.sparse, strict_int8=args.strict_int8,
-        dla_core=args.dla_core, force=args.force))
+        dla_core=args.dla_core, keep_float=tuple(args.keep_float), force=args.force)
+    if args.recover is not None:
+        return _run_recover(args, settings, request)
+    plan = api.plan_build(settings, request)
     res = api.build(plan, progress=StderrProgress(), cancel=CancelToken())
     if args.json:
         print_json(res.as_dict())
@@ -95,6 +114,21 @@ def run_build(args: argparse.Namespace) -> int:
           + (f" batch {'-'.join(map(str, a.batch))}" if any(a.batch) else "")
           + f", {size}, " + ("up to date (--force rebuilds)" if res.reused else f"built in {res.seconds:.1f} s")
           + where + (f"; {'; '.join(a.notes)}" if a.notes else ""))
+    return 0
+
+
+def _run_recover(args: argparse.Namespace, settings: Any, request: Any) -> int:
+    from ncanvas_tui import api
+    from ncanvas_tui.cli.common import run_in_worker
+    from ncanvas_tui.engines.recover import format_recover
+    from ncanvas_tui.errors import EngineError
+
+    if request.keep_float:
+        raise EngineError("--recover chooses the layers kept float itself: give --keep-float or --recover, not both")
+    target = settings.build.recover_target if args.recover < 0 else args.recover
+    # in the GPU worker: the built artefacts are verified and timed there (TensorRT's CUDA context)
+    res = run_in_worker(api.recover, settings, request, target, progress=StderrProgress())
+    print_json(res) if args.json else print(format_recover(res))
     return 0
 
 

@@ -16,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", nargs="+", metavar="PATH",
                    help="images or folders (default: the calibration folder, [paths].calibration)")
     p.add_argument("--no-save", action="store_true", help="do not store the result beside the engine")
+    p.add_argument("--layers", action="store_true",
+                   help="also rank the quantizable layers by how much quantizing each alone moves the logits on "
+                        "the calibration images (computed on ONNX Runtime for every backend), most sensitive first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     # The comparison runs in the GPU worker (TensorRT needs its CUDA context; ONNX Runtime runs there too).
     try:
         res = run_in_worker(api.verify, settings, selection(args, args.model), args.images, progress=progress,
-                            store=not args.no_save)
+                            store=not args.no_save, layers=args.layers)
     finally:
         if tty:
             print(file=sys.stderr)

@@ -153,6 +153,8 @@ def select(settings: Settings, sel: Selection) -> Target:
                and (sel.calibrator is None or a.calibrator == sel.calibrator)
                and (sel.keep_float is None or tuple(a.keep_float) == tuple(sel.keep_float))]
     usable = [a for a in matches if here.problem(store, a) is None]
+    if len(usable) > 1 and sel.keep_float is None and any(not a.keep_float for a in usable):
+        usable = [a for a in usable if not a.keep_float]  # "any": plain int8 before a kept-float variant
     if len(usable) > 1:
         ids = "; ".join(f"{a.id} ({_differs(a)})" for a in usable)
         raise EngineError(f"{len(usable)} {backend} {precision} artefacts of {entry.name} match: {ids}; "

@@ -300,6 +300,8 @@ def _build_onnxruntime(plan: BuildPlan, store: EngineStore, progress: Progress, 
     progress(0, 0, "explicit quantization (Q/DQ ONNX: uint8 activations, per-channel int8 weights)")
     summary = quantize(plan, "ort", plan.path, progress=progress, cancel=cancel)
     notes = list(plan.notes)
+    if plan.keep_float:
+        notes.append(f"{len(plan.keep_float)} layer(s) kept float (no Q/DQ around them)")
     if summary.get("skipped"):
         notes.append(f"calibration skipped {summary['skipped']} unreadable image(s)")
     try:
@@ -443,6 +445,12 @@ def _config_kwargs(plan: BuildPlan, profile: Any, trt: Any, notes: list[str]) ->
         # layers without an int8 kernel: fp16 (as trtexec --best) unless --strict-int8 (then fp32)
         kw["fp16"] = not plan.strict_int8 and feats.builder_flag_fp16
     kw["tf32"] = plan.tf32  # Polygraphy clears TF32 unless asked
+    if plan.keep_float and plan.quantization == "implicit":
+        # the kept-float layers carry fp32 precision constraints (``keep_layers_float``): obeyed, not hints
+        kw["precision_constraints"] = "obey"
+    verbosity = getattr(getattr(trt, "ProfilingVerbosity", None), "DETAILED", None)
+    if verbosity is not None:  # the engine inspector then lists the ONNX nodes of each layer (bench --layers)
+        kw["profiling_verbosity"] = verbosity
     if feats.optimization_level:
         kw["builder_optimization_level"] = plan.opt_level
     if plan.dla_core is not None:
@@ -475,6 +483,22 @@ class _Polled(CancelToken):
     @property
     def cancelled(self) -> bool:
         return self._ask()
+
+
+def keep_layers_float(network: Any, trt: Any, names: tuple[str, ...]) -> list[str]:
+    """TensorRT <= 10 implicit int8: the layers of ``names`` (the ONNX parser names a layer after its
+    node) compute and output fp32 (``ILayer.precision``, ``set_output_type``), obeyed with the
+    OBEY_PRECISION_CONSTRAINTS flag. Returns the names no layer has."""
+    want = set(names)
+    found: set[str] = set()
+    for i in range(int(network.num_layers)):
+        layer = network.get_layer(i)
+        if layer.name in want:
+            layer.precision = trt.float32
+            for j in range(int(layer.num_outputs)):
+                layer.set_output_type(j, trt.float32)
+            found.add(layer.name)
+    return sorted(want - found)
 
 
 class DlaSetup:
@@ -529,6 +553,14 @@ def _build_tensorrt(plan: BuildPlan, store: EngineStore, progress: Progress, can
         raise ModelError(f"{onnx}: input {inp.name!r} has rank {len(inp.shape)}; expected [N, 3, H, W]")
 
     progress(3, 6, "configuring")
+    if plan.keep_float:
+        if plan.quantization == "implicit":
+            missing = keep_layers_float(network, trt, plan.keep_float)
+            if missing:
+                raise EngineError(f"{onnx}: --keep-float: TensorRT's network has no layer {', '.join(missing[:5])}")
+            notes.append(f"{len(plan.keep_float)} layer(s) kept fp32 (precision constraints, obeyed)")
+        else:
+            notes.append(f"{len(plan.keep_float)} layer(s) kept float (no Q/DQ around them)")
     chw = plan.source.chw
     profile = pg.Profile().add(inp.name, min=(batch[0], *chw), opt=(batch[1], *chw), max=(batch[2], *chw))
     timing = _TimingCache(plan, store, builder, notes)

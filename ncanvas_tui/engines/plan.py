@@ -43,6 +43,7 @@ class BuildRequest:
     strict_int8: bool | None = None
     tf32: bool | None = None
     dla_core: int | None = None       # None: [build].dla_core (-1 there: the GPU)
+    keep_float: tuple[str, ...] = ()  # int8: these ONNX nodes stay float (no Q/DQ, fp32 precision constraint)
     force: bool = False
 
 
@@ -89,6 +90,7 @@ class BuildPlan:
     tf32: bool                     # fp32 layers may use TF32 (TensorRT)
     dla_core: int | None           # a DLA core (Jetson Xavier / Orin), GPU fallback; None: the GPU
     force: bool
+    keep_float: tuple[str, ...]    # int8: ONNX nodes kept float (sorted, part of the key)
     key: ArtefactKey
     path: Path
     features: Features | None       # TensorRT builds
@@ -227,6 +229,7 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
         used = tuple(files[: settings.build.calibration_batches * batch[1]])
         cal = CalibrationImages(folder=folder, files=used, key=image_set_key(used))
     strict = strict and req.precision == "int8" and backend != "onnxruntime"
+    keep_float = _keep_float(req.keep_float, source, req.precision)
     options = tuple((k, "1") for k, on in (("sparse", sparse), ("strict_int8", strict)) if on)
     if backend != "onnxruntime":
         options += (("tf32", "1" if tf32 else "0"),)
@@ -235,9 +238,38 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
                       batch=batch if backend != "onnxruntime" else DYNAMIC, gpu=gpu_key,
                       calibrator=calibrator if calibrated else None,
                       calibration_set=cal.key if cal is not None else None, dla_core=dla_core,
-                      options=options)
+                      keep_float=keep_float, options=options)
     return BuildPlan(settings=settings, source=source, backend=backend, precision=req.precision, batch=batch,
                      calibrator=calibrator if calibrated else None, calibration=cal, opt_level=opt_level,
-                     sparse=sparse, strict_int8=strict, tf32=tf32, dla_core=dla_core, force=req.force, key=key, path=EngineStore(settings).path_for(key),
+                     sparse=sparse, strict_int8=strict, tf32=tf32, dla_core=dla_core, force=req.force,
+                     keep_float=keep_float, key=key, path=EngineStore(settings).path_for(key),
                      features=feats, gpu=gpu, notes=tuple(notes))
 
+
+
+def parse_keep_float(text: str | None) -> tuple[str, ...]:
+    """``--keep-float NAME,...`` -> the sorted, de-duplicated node names ('' or None: none)."""
+    if not text:
+        return ()
+    return tuple(sorted({n.strip() for n in text.split(",") if n.strip()}))
+
+
+def _keep_float(names: tuple[str, ...], source: SourceModel, precision: str) -> tuple[str, ...]:
+    """The kept-float layers of a build, checked against the model's node names (sorted: one key per set)."""
+    if not names:
+        return ()
+    keep = tuple(sorted(set(names)))
+    if precision != "int8":
+        raise EngineError(f"--keep-float is for int8 builds (layers kept float among int8 ones); "
+                          f"precision {precision} is float everywhere")
+    if source.qat:
+        raise EngineError(f"--keep-float: {source.path} already has Q/DQ nodes (quantization-aware training); "
+                          "its quantization is fixed in the ONNX")
+    from ncanvas_tui.engines.prep import load_onnx
+
+    known = {n.name for n in load_onnx(source.path, external=False).graph.node}
+    unknown = [n for n in keep if n not in known]
+    if unknown:
+        raise EngineError(f"--keep-float: {source.path} has no node named {', '.join(map(repr, unknown[:5]))} "
+                          f"(`ncanvas verify {source.entry.name} --layers` lists its quantizable layers)")
+    return keep

@@ -72,10 +72,20 @@ def is_fp16(model: onnx.ModelProto) -> bool:
     return any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
 
 
-def qdq_path(settings: Settings, source: SourceModel, flavour: str, calibrator: str, image_set: str) -> Path:
+def keep_float_tag(keep_float: tuple[str, ...]) -> str:
+    """A short file-name tag of a kept-float layer set ('' for none)."""
+    if not keep_float:
+        return ""
+    import hashlib
+
+    return ".kf" + hashlib.sha256("\0".join(sorted(keep_float)).encode()).hexdigest()[:8]
+
+
+def qdq_path(settings: Settings, source: SourceModel, flavour: str, calibrator: str, image_set: str,
+             keep_float: tuple[str, ...] = ()) -> Path:
     """The intermediate Q/DQ ONNX a TensorRT build parses (no sidecar: not an artefact)."""
     return Path(settings.paths.engines) / (f"{source.entry.name}.int8-{flavour}.{calibrator}."
-                                           f"{source.sha256[:12]}.{image_set}.onnx")
+                                           f"{source.sha256[:12]}.{image_set}{keep_float_tag(keep_float)}.onnx")
 
 
 def qdq_model_for(plan: BuildPlan, *, progress: Progress = no_progress, cancel: CancelToken = NEVER) -> Path:
@@ -88,10 +98,11 @@ def qdq_model_for(plan: BuildPlan, *, progress: Progress = no_progress, cancel: 
     if source.qat or cal is None or calibrator is None:
         log.info("%s already has Q/DQ nodes (quantization-aware training): used as it is", source.path)
         return source.path
-    out = qdq_path(plan.settings, source, "trt", calibrator, cal.key)
+    out = qdq_path(plan.settings, source, "trt", calibrator, cal.key, plan.keep_float)
     with EngineStore(plan.settings).lock(out.name):
         meta = get_meta(out) if out.is_file() else {}
-        if meta.get("source_sha256") == source.sha256 and meta.get("recipe") == RECIPE:
+        if (meta.get("source_sha256") == source.sha256 and meta.get("recipe") == RECIPE
+                and meta.get("keep_float", "") == ",".join(plan.keep_float)):
             return out
         quantize(plan, "trt", out, progress=progress, cancel=cancel)
     return out
@@ -172,6 +183,24 @@ class _Reader:
         pass
 
 
+def make_job(plan: BuildPlan, flavour: str, out: Path, *, progress: Progress = no_progress,
+             cancel: CancelToken = NEVER) -> QuantizeJob:
+    """The ``QuantizeJob`` of ``plan`` (sanitizing the model first, once per model)."""
+    from ncanvas_tui.engines.prep import sanitized_model_for
+
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}")
+    cal, calibrator = plan.calibration, plan.calibrator
+    if cal is None or calibrator is None:
+        raise EngineError(f"{plan.source.path}: nothing to calibrate (a Q/DQ model is used as it is)")
+    model_path = sanitized_model_for(plan.settings, plan.source, progress=progress, cancel=cancel)
+    return QuantizeJob(model=model_path, source_sha256=plan.source.sha256, name=plan.source.entry.name,
+                       preprocess=plan.source.entry.preprocess, static_batch=plan.source.static_batch,
+                       files=cal.files, folder=cal.folder, image_set=cal.key, calibrator=calibrator,
+                       flavour=flavour, out=out, engines=Path(plan.settings.paths.engines),
+                       keep_float=plan.keep_float)
+
+
 def quantize(plan: BuildPlan, flavour: str, out: Path, *, progress: Progress = no_progress,
              cancel: CancelToken = NEVER) -> dict[str, Any]:
     """Run quantize_static on the plan's (sanitized) model and write the Q/DQ ONNX atomically to
@@ -181,18 +210,8 @@ def quantize(plan: BuildPlan, flavour: str, out: Path, *, progress: Progress = n
     it holds the GIL for long stretches. Progress and errors come back here; cancel terminates
     the child and leaves nothing behind."""
     from ncanvas_tui.engines import subproc
-    from ncanvas_tui.engines.prep import sanitized_model_for
 
-    if flavour not in FLAVOURS:
-        raise ValueError(f"flavour must be one of {FLAVOURS}")
-    cal, calibrator = plan.calibration, plan.calibrator
-    if cal is None or calibrator is None:
-        raise EngineError(f"{plan.source.path}: nothing to calibrate (a Q/DQ model is used as it is)")
-    model_path = sanitized_model_for(plan.settings, plan.source, progress=progress, cancel=cancel)
-    job = QuantizeJob(model=model_path, source_sha256=plan.source.sha256, name=plan.source.entry.name,
-                      preprocess=plan.source.entry.preprocess, static_batch=plan.source.static_batch,
-                      files=cal.files, folder=cal.folder, image_set=cal.key, calibrator=calibrator,
-                      flavour=flavour, out=out, engines=Path(plan.settings.paths.engines))
+    job = make_job(plan, flavour, out, progress=progress, cancel=cancel)
     last = [""]
 
     def relay(done: int, total: int, msg: str) -> None:
@@ -223,6 +242,39 @@ class QuantizeJob:
     flavour: str
     out: Path
     engines: Path             # where the calibration ranges are cached
+    keep_float: tuple[str, ...] = ()  # nodes left float (no Q/DQ around them), besides ``float_nodes``
+
+    def calibration_cache(self, used: int) -> Path:
+        """The ORT calibration ranges of this model, calibrator and image set (shared by every flavour,
+        kept-float set and the sensitivity pass)."""
+        return self.engines / (f"{self.name}.{self.source_sha256[:12]}.{self.calibrator}.n{used}."
+                               f"{self.image_set}.r{RECIPE}.ort-calib.json")
+
+
+def calibration_set(job: QuantizeJob) -> Any:
+    """The ``calibrate.CalibrationSet`` ORT's calibrator is fed for ``job``."""
+    from ncanvas_tui.engines import calibrate
+
+    if job.static_batch is not None:  # static batch: full batches of that size
+        return calibrate.CalibrationSet(folder=job.folder, files=list(job.files), batch=job.static_batch,
+                                        batches=len(job.files) // job.static_batch, skipped=[])
+    # ORT's calibrators stack the batches, so they must all be the same size: feed single images
+    return calibrate.CalibrationSet(folder=job.folder, files=list(job.files), batch=1,
+                                    batches=len(job.files), skipped=[])
+
+
+def flavour_kwargs(flavour: str) -> dict[str, Any]:
+    """quantize_static's activation/weight types and extra options of a flavour."""
+    from onnxruntime.quantization import QuantType
+
+    if flavour == "ort":
+        # No CalibMaxIntermediateOutputs: ORT's MinMaxCalibrater drops (does not merge) the outputs
+        # it has collected each time that many are reached (microsoft/onnxruntime#18893, fix #20226
+        # not merged), so min-max saw only the last N mod K images, and none on 8 photos ("No data
+        # is collected"); the entropy calibrator ignores the option.
+        return {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8, "extra_options": {}}
+    return {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
+            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}}
 
 
 def _quantize(job: QuantizeJob, *, progress: ProgressFn | None = None,
@@ -235,7 +287,6 @@ def _quantize(job: QuantizeJob, *, progress: ProgressFn | None = None,
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
-        QuantType,
         quantize_static,
     )
 
@@ -249,18 +300,11 @@ def _quantize(job: QuantizeJob, *, progress: ProgressFn | None = None,
     shutil.copyfile(job.model, model_path)
     model = load_onnx(model_path, external=False)
     input_name, _ = check_classifier_input(job.model, model, job.preprocess.input_size)
-    if job.static_batch is not None:  # static batch: full batches of that size
-        cal = calibrate.CalibrationSet(folder=job.folder, files=list(job.files), batch=job.static_batch,
-                                       batches=len(job.files) // job.static_batch, skipped=[])
-    else:
-        # ORT's calibrators stack the batches, so they must all be the same size: feed single images
-        cal = calibrate.CalibrationSet(folder=job.folder, files=list(job.files), batch=1,
-                                       batches=len(job.files), skipped=[])
+    cal = calibration_set(job)
     method = {"entropy2": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax}[job.calibrator]
     calibrator, flavour, out, sha = job.calibrator, job.flavour, job.out, job.source_sha256
 
-    cache = job.engines / (f"{job.name}.{sha[:12]}.{calibrator}.n{cal.used}.{job.image_set}.r{RECIPE}"
-                           ".ort-calib.json")
+    cache = job.calibration_cache(cal.used)
     cache_ok = False
     if cache.is_file():
         try:
@@ -281,18 +325,8 @@ def _quantize(job: QuantizeJob, *, progress: ProgressFn | None = None,
                                      label="calibration image" if cal.batch == 1 else "calibration batch")
     reader = Reader(batches, input_name)
 
-    if flavour == "ort":
-        # No CalibMaxIntermediateOutputs: ORT's MinMaxCalibrater drops (does not merge) the outputs
-        # it has collected each time that many are reached (microsoft/onnxruntime#18893, fix #20226
-        # not merged), so min-max saw only the last N mod K images, and none on 8 photos ("No data
-        # is collected"); the entropy calibrator ignores the option.
-        kw: dict[str, Any] = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
-                              "extra_options": {}}
-    else:
-        kw = {"activation_type": QuantType.QInt8, "weight_type": QuantType.QInt8,
-                  "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                 "QuantizeBias": False}}
-    kw["nodes_to_exclude"] = float_nodes(model)
+    kw = flavour_kwargs(flavour)
+    kw["nodes_to_exclude"] = list(dict.fromkeys([*float_nodes(model), *job.keep_float]))
     if progress and cache_ok:
         progress(cal.batches, cal.batches, f"calibration ranges reused from {cache.name}")
     tmp_cache = cache.with_name(f"{TEMP_PREFIX}{cache.name}")
@@ -320,7 +354,7 @@ def _quantize(job: QuantizeJob, *, progress: ProgressFn | None = None,
             q = load_onnx(tmp, external=False)
             set_meta(q, source_sha256=sha, derived=f"int8-{flavour}", calibrator=calibrator, recipe=RECIPE,
                      calibration_images=str(cal.used), calibration_folder=str(cal.folder),
-                     calibration_set=job.image_set)
+                     calibration_set=job.image_set, keep_float=",".join(job.keep_float))
             import onnx
 
             onnx.save(q, str(tmp))

@@ -55,6 +55,9 @@ class VerifyResult:
     seconds: float = 0.0
     created: str = ""
     notes: list[str] = field(default_factory=list)
+    #: ``verify --layers``: the quantizable layers, most sensitive first ({"name", "op", "sensitivity"})
+    layers: list[dict[str, Any]] | None = None
+    layers_note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,9 +121,11 @@ def compare(ref: np.ndarray, cand: np.ndarray, k: int = TOP5) -> dict[str, Any]:
 
 
 def verify(settings: Settings, selection: Selection, images: Sequence[str] | None = None, *,
-           progress: Progress = no_progress, cancel: CancelToken = NEVER, store: bool = True) -> VerifyResult:
+           progress: Progress = no_progress, cancel: CancelToken = NEVER, store: bool = True,
+           layers: bool = False) -> VerifyResult:
     """Compare the artefact ``selection`` chooses with fp32 ONNX Runtime (run it in the GPU worker:
-    TensorRT needs its CUDA context). See the module doc."""
+    TensorRT needs its CUDA context). See the module doc. ``layers``: then rank the quantizable
+    layers by sensitivity (``engines.sensitivity``, on ONNX Runtime whatever the backend)."""
     from ncanvas_tui.engines.artefacts import select
     from ncanvas_tui.vision.catalog import sha256_file
     from ncanvas_tui.vision.classify import Classifier
@@ -194,6 +199,13 @@ def verify(settings: Settings, selection: Selection, images: Sequence[str] | Non
         res.stored = str(target)
     ref.close()
     cand.close()
+    if layers:
+        from ncanvas_tui.engines.sensitivity import rank_layers
+
+        ranked = rank_layers(settings, res.model, backend=res.backend,
+                             calibrator=res.calibrator or selection.calibrator, progress=progress, cancel=cancel)
+        res.layers, res.layers_note = ranked["layers"], (f"{ranked['note']}; {ranked['metric']} "
+                                                         f"({ranked['images']} images, {ranked['seconds']:.1f} s)")
     return res
 
 
@@ -226,4 +238,8 @@ def format_text(res: dict[str, Any]) -> str:
     lines.extend(f"note: {n}" for n in res.get("notes", []))
     if res.get("stored"):
         lines.append(f"saved: {res['stored']}")
+    if res.get("layers") is not None:
+        from ncanvas_tui.bench import format_layers
+
+        lines.append(format_layers(res["layers"], res.get("layers_note", ""), value="sensitivity"))
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """Engines: the model catalog and the built engines, and what to do with them.
 
 Keys: P prep (Polygraphy sanitize), B build (a small form), V verify against ONNX
-Runtime fp32, N bench, D delete (press twice), Esc cancels the running job.
+Runtime fp32, N bench, D delete (press twice), Esc cancels the running job;
+L layer profile (per-layer times of the highlighted artefact, slowest first, in a table),
+R recover (after an int8 verify: the fewest float layers that reach ``[build].recover_target``).
 Builds report phases and calibration batches i/N on the progress bar; Polygraphy
 and TensorRT log lines go to the log panel (through Python logging, never raw
 stdout). Every job runs in the GPU thread; nothing here blocks the UI.
@@ -80,6 +82,8 @@ class EnginesScreen(NcScreen):
         Binding("v", "verify", "Verify", id="engines_verify"),
         Binding("n", "bench", "Bench", id="engines_bench"),
         Binding("d", "delete", "Delete", id="engines_delete"),
+        Binding("l", "layers", "Layers", id="engines_layers", show=False),
+        Binding("r", "recover", "Recover", id="engines_recover", show=False),
         Binding("escape", "cancel", "Cancel", id="cancel"),
     ]
 
@@ -89,6 +93,7 @@ class EnginesScreen(NcScreen):
         self._job: jobs.Job | None = None
         self._delete_armed: tuple[str, float] | None = None
         self._last_phase = ""
+        self._recover_from: Artefact | None = None   # the int8 artefact the last verify was of
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="engines-tables"):
@@ -99,6 +104,9 @@ class EnginesScreen(NcScreen):
                 yield Label("Built engines (artefacts)", classes="pane-title")
                 yield DataTable(id="engines-table", cursor_type="row", zebra_stripes=True)
                 yield Label("", classes="hint", id="engines-empty", markup=False)
+                layers: DataTable[str] = DataTable(id="layers-table", cursor_type="row", zebra_stripes=True)
+                layers.display = False   # shown by L (per-layer times) and R (the sensitivity ranking)
+                yield layers
         with Horizontal(id="engines-progress-row"):
             yield ProgressBar(total=100, show_eta=False, id="engines-progress")
             yield Label("P prep · B build · V verify · N bench · D delete · Esc cancels", id="engines-phase",
@@ -114,6 +122,9 @@ class EnginesScreen(NcScreen):
                              ("verify", 10), ("batch", 7), ("size", 9), ("GPU", 16), ("build", 6),
                              ("status", 30)):
             eng.add_column(label, width=width)
+        lay = self.query_one("#layers-table", DataTable)
+        for label, width in (("layer", 48), ("op", 16), ("value", 10), ("share", 6)):
+            lay.add_column(label, width=width)
         self._load_catalog()
         self._load_engines()
 
@@ -216,6 +227,33 @@ class EnginesScreen(NcScreen):
         batches = [b for b in (1, 4, 8) if b <= self.settings.build.batch[2]]
         self._run_job("bench", api.bench, self.settings, sel, batches=batches, seconds=1.0)
 
+    def action_layers(self) -> None:
+        sel = self._selection()
+        if sel is None or self._busy():
+            return
+        self._run_job("layers", api.bench, self.settings, sel, batches=[1], seconds=0.5, layers=True)
+
+    def action_recover(self) -> None:
+        a = self._recover_from
+        if a is None:
+            self.notify("verify an int8 artefact first (V): recover takes its accuracy back", severity="warning")
+            return
+        if self._busy():
+            return
+        target = self.settings.build.recover_target
+        request = api.BuildRequest(a.model, "int8", backend=a.backend, calibrator=a.calibrator)
+        self._run_job("recover", api.recover, self.settings, request, target)
+
+    def show_layers(self, layers: list[dict[str, Any]], value: str) -> None:
+        """Fill the layers table (slowest / most sensitive first) and show it."""
+        table = self.query_one("#layers-table", DataTable)
+        table.clear()
+        total = sum(float(x[value]) for x in layers) or 1.0
+        for x in layers[:200]:
+            v = float(x[value])
+            table.add_row(x["name"], x["op"], f"{v:.4f}", f"{v / total:.0%}")
+        table.display = bool(layers)
+
     def action_delete(self) -> None:
         a = self._highlighted()
         if a is None:
@@ -283,10 +321,27 @@ class EnginesScreen(NcScreen):
             self._job = None
             bar = self.query_one("#engines-progress", ProgressBar)
             bar.remove_class("running")
-        line = summary_line(res) if isinstance(res, dict) else str(res.summary)
+        if job.name == "layers" and isinstance(res, dict):
+            self.show_layers(res.get("layers") or [], "ms")
+            line = f"layers of {res['model']} {res['backend']} {res['precision']}: {res.get('layers_source', '')}"
+        elif job.name == "recover" and isinstance(res, dict):
+            from ncanvas_tui.engines.recover import format_recover
+
+            self.show_layers(res.get("layers") or [], "sensitivity")
+            line = format_recover(res).splitlines()[0] + f"; top-1 agreement {res['agreement']:.1%}" + (
+                f"; speed cost {res['speed']['cost']:.2f}x vs plain int8" if res["speed"].get("cost") else "")
+        else:
+            line = summary_line(res) if isinstance(res, dict) else str(res.summary)
+        if job.name == "verify" and getattr(res, "precision", "") == "int8" and getattr(res, "id", None):
+            from ncanvas_tui.engines.store import EngineStore
+
+            self._recover_from = EngineStore(self.settings).get(res.id)
+            if res.top1_agreement < self.settings.build.recover_target:
+                line += (f" · R recovers to {self.settings.build.recover_target:.0%} "
+                         "(the fewest layers kept float)")
         self.query_one("#engines-phase", Label).update(line)
         logging.getLogger("ncanvas_tui.tui").info(line)
-        if job.name in ("build", "verify", "prep"):
+        if job.name in ("build", "verify", "prep", "recover"):
             jobs.submit("forget", jobs.forget_classifiers)
             self.post_message(EnginesChanged(line))
         self.notify(line)
