@@ -45,7 +45,7 @@ DEFAULT_FILE = REPO_ROOT / "settings.toml"
 MAX_FILE_BYTES = 1 << 20
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")  # auto: fp16 on GPU backends, fp32 on ONNX Runtime (CPU)
 
 
 def _opt(default: Any, **meta: Any) -> Any:
@@ -88,7 +88,7 @@ class PathsSettings:
 class InferenceSettings:
     backend: str = _opt("auto", choices=BACKENDS)
     model: str = _opt("efficientnet_lite0")
-    precision: str = _opt("fp16", choices=PRECISIONS)
+    precision: str = _opt("auto", choices=PRECISIONS)
     top_k: int = _opt(5, min=1, max=1000)
 
 

@@ -47,12 +47,13 @@ def simple_prompt(story: str, labels: list[str], limit: int = 300) -> str:
 
 class ImagineScreen(NcScreen):
     MODE = "imagine"
-    AUTO_FOCUS = ""
+    AUTO_FOCUS = "#imagine-prompt"  # what the user types on a first visit lands in the prompt
     CSS_PATH = "imagine.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "draw", "Draw", id="imagine_draw"),
         Binding("ctrl+g", "regenerate", "New seed", id="imagine_regenerate"),
-        Binding("ctrl+d", "distil", "Distil prompt", id="imagine_distil"),
+        # priority: the prompt's TextArea binds Ctrl+D to "delete right"
+        Binding("ctrl+d", "distil", "Distil prompt", id="imagine_distil", priority=True),
         Binding("escape", "cancel", "Cancel", id="cancel"),
     ]
 

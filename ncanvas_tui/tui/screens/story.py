@@ -158,10 +158,16 @@ class StoryScreen(NcScreen):
             self.banner(problem, "warning")
             self.notify(problem, severity="error", timeout=10)
             return
+        style = str(self.query_one("#story-style", Select).value)
+        theme = str(self.query_one("#story-theme", Select).value)
+        if continuing:  # the continuation keeps the story's style and theme ("(random)" is not re-rolled)
+            meta = dict(getattr(self.app, "story_meta", {}) or {})
+            style = str(meta.get("style") or style)
+            theme = str(meta.get("theme") or theme)
         req = {
             "labels": labels,
-            "style": str(self.query_one("#story-style", Select).value),
-            "theme": str(self.query_one("#story-theme", Select).value),
+            "style": style,
+            "theme": theme,
             "language": str(self.query_one("#story-language", Select).value),
             "prompt": self.query_one("#story-prompt", Input).value.strip() or None,
             # the pictures of the last classification ([llm].vision sends them; the history keeps their paths)
@@ -280,7 +286,9 @@ class StoryScreen(NcScreen):
         if event.story:
             self.text = event.story
             await md.update(self.text)
-        if event.cancelled:
+        if event.cancelled and not self.text.strip():
+            self.status("cancelled before any words arrived; Ctrl+R writes a story")
+        elif event.cancelled:
             self.status(f"cancelled; kept {len(self.text.split())} words (Ctrl+N continues)")
         elif event.message:
             self.banner(f"The story stopped: {event.message}"

@@ -67,6 +67,22 @@ class PathSuggester(Suggester):
         return await asyncio.to_thread(_complete, value)
 
 
+class PathInput(Input):
+    """The path field: Tab accepts the suggestion shown (like Right at the end of the text);
+    with no suggestion, Tab moves the focus on as everywhere else."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("tab", "complete", "Complete", show=False, id="picker_complete"),
+    ]
+
+    def action_complete(self) -> None:
+        if self._suggestion and self._suggestion != self.value:
+            self.value = self._suggestion
+            self.cursor_position = len(self.value)
+        else:
+            self.screen.focus_next()
+
+
 class ImageTree(DirectoryTree):
     """A directory tree that shows folders and image files only (no dot files)."""
 
@@ -115,7 +131,7 @@ class ImagePicker(Vertical):
 
     def compose(self) -> ComposeResult:
         start = str(self.root) + os.sep if self.root.is_dir() else ""
-        yield Input(value=start, placeholder="image or folder path (Tab completes, Enter adds)",
+        yield PathInput(value=start, placeholder="image or folder path (Tab completes, Enter adds)",
                     suggester=PathSuggester(), id="picker-input", select_on_focus=False)
         root = self.root if self.root.is_dir() else Path.home()
         yield ImageTree(root, id="picker-tree")

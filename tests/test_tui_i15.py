@@ -1,0 +1,100 @@
+"""Issue 15: the rough edges a new user hit in the terminal app, each reproduced here."""
+
+from __future__ import annotations
+
+import pytest
+from fakeopenai import FakeOpenAI, Reply, story_settings_text
+from tui_helpers import make_app, notes, wait_for
+
+pytestmark = pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning")
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as f:
+        yield f
+
+
+def story_settings(workdir, url, **kw):
+    p = workdir / "settings.toml"
+    p.write_text(story_settings_text(url, api_key_env="", **kw), encoding="utf-8")
+    return p
+
+
+def status_text(app, wid: str) -> str:
+    return str(app.screen.query_one(wid).render())
+
+
+# 1 -------------------------------------------------------------------------------------------------
+async def test_tab_in_the_path_field_accepts_the_suggestion(settings_path, workdir):
+    app = make_app(settings_path, start="infer")
+    async with app.run_test(size=(160, 48)) as pilot:
+        inp = app.screen.query_one("#picker-input")
+        inp.focus()
+        inp.value = str(workdir / "pictures" / "chel")
+        inp.cursor_position = len(inp.value)
+        await wait_for(pilot, lambda: inp._suggestion.endswith("chelsea.jpg"), what="suggestion")
+        await pilot.press("tab")
+        assert inp.value == str(workdir / "pictures" / "chelsea.jpg")
+        assert app.focused is inp  # Tab completed, it did not move the focus away
+        await pilot.press("tab")   # nothing more to complete: Tab moves on as everywhere else
+        assert app.focused is not inp
+
+
+# 2, 3 ---------------------------------------------------------------------------------------------
+async def test_imagine_focuses_the_prompt_and_ctrl_d_distils_there(fake, workdir):
+    fake.chat.push(Reply("a daisy and a robot in a sunlit field, watercolour"))
+    app = make_app(story_settings(workdir, fake.url), record_history=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.story_text = "Once upon a time a daisy met a robot."
+        app.story_meta = {"labels": ["daisy"], "style": "Fantasy", "theme": "A Chance Encounter"}
+        app.last_labels = ["daisy"]
+        await pilot.press("4")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ImagineScreen", what="imagine")
+        area = app.screen.query_one("#imagine-prompt")
+        await wait_for(pilot, lambda: area.text, what="distilled prompt")
+        assert app.focused is area  # first visit: typing goes into the prompt
+        area.text = "abc"
+        area.move_cursor((0, 0))
+        fake.chat.push(Reply("a second prompt"))
+        await pilot.press("ctrl+d")  # distils; it does not delete the character under the cursor
+        await wait_for(pilot, lambda: area.text != "abc", what=f"distilled again: {area.text!r}")
+        assert "second prompt" in area.text, area.text
+
+
+# 4, 5 ---------------------------------------------------------------------------------------------
+async def test_continue_keeps_a_random_style_and_theme(fake, workdir, monkeypatch):
+    import random
+
+    picks = iter(range(1000))
+    monkeypatch.setattr(random.Random, "choice", lambda self, seq: seq[next(picks) % len(seq)])
+    fake.chat.push(Reply("Once upon a time a daisy met a robot."), Reply("Years later they met again."))
+    app = make_app(story_settings(workdir, fake.url), record_history=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.last_labels = ["daisy"]
+        await pilot.press("3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StoryScreen", what="story")
+        assert str(app.screen.query_one("#story-style").value) == "(random)"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: "words" in status_text(app, "#story-status"), what="story")
+        first = (app.story_meta["style"], app.story_meta["theme"])
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: "met again" in app.story_text, what="continuation")
+        assert (app.story_meta["style"], app.story_meta["theme"]) == first
+
+
+async def test_escape_before_any_words_does_not_offer_to_continue(fake, workdir):
+    fake.chat.push(Reply("Too late.", delay=3.0))
+    app = make_app(story_settings(workdir, fake.url), record_history=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.last_labels = ["daisy"]
+        await pilot.press("3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StoryScreen", what="story")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.screen._writing, what="writing")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "cancelled" in status_text(app, "#story-status"), what="cancelled")
+        status = status_text(app, "#story-status")
+        assert "Ctrl+N" not in status and "Ctrl+R" in status
+        await pilot.press("ctrl+n")
+        assert any("nothing to continue" in n for n in notes(app))
