@@ -137,3 +137,44 @@ def test_progress_line_reads_done_total_rate_and_eta():
     from ncanvas_tui.cli.infer import progress_line
 
     assert progress_line(250, 1000, 10.0) == "classifying 250/1000 · 25.0 images/s · ETA 30 s"
+
+
+# 15 ------------------------------------------------------------------------------------------------
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_doctor_tries_each_endpoint(cli, workdir):
+    from fakeopenai import FakeOpenAI
+
+    port = closed_port()
+    with FakeOpenAI() as fake:
+        def settings(model: str) -> Path:
+            return write_settings(workdir / "settings.toml", f"""
+[llm]
+base_url = "{fake.url}"
+model = "{model}"
+api_key_env = ""
+[imagegen]
+base_url = "http://127.0.0.1:{port}/v1"
+api_key_env = ""
+""")
+        r = cli("doctor", "--json", "--settings", str(settings(fake.model)))
+        assert r.returncode == 0, r.stderr
+        rep = json.loads(r.stdout)
+        assert rep["llm"]["reachable"] is True and "model fake-model is there" in rep["llm"]["detail"]
+        assert rep["imagegen"]["reachable"] is False and rep["imagegen"]["detail"].startswith("refused")
+        text = cli("doctor", "--settings", str(settings("no-such-model")))
+        assert text.returncode == 0
+        assert "model missing: no-such-model" in text.stdout and "refused" in text.stdout
+
+        @fake.route("GET", "/v1/models")
+        def deny(h, req):
+            h.send_json(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
+
+        rep = json.loads(cli("doctor", "--json", "--settings", str(settings(fake.model))).stdout)
+        assert rep["llm"]["reachable"] is True and rep["llm"]["detail"].startswith("auth failed (HTTP 401)")
