@@ -98,3 +98,37 @@ async def test_escape_before_any_words_does_not_offer_to_continue(fake, workdir)
         assert "Ctrl+N" not in status and "Ctrl+R" in status
         await pilot.press("ctrl+n")
         assert any("nothing to continue" in n for n in notes(app))
+
+
+# 10 ------------------------------------------------------------------------------------------------
+async def test_palette_has_every_action_and_runs_it(settings_path):
+    app = make_app(settings_path, start="infer")
+    async with app.run_test(size=(160, 48)) as pilot:
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for want in ("Engines: Build", "Engines: Verify", "Engines: Bench", "History: Export .md",
+                     "Story: Continue", "Imagine: Distil prompt", "Infer: Classify"):
+            assert want in titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"export .md")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history screen")
+        await wait_for(pilot, lambda: any("no run to export" in n for n in notes(app)), what="export ran")
+
+
+# 12 ------------------------------------------------------------------------------------------------
+async def test_hints_follow_the_keys_in_force(fake, workdir):
+    fake.chat.push(Reply("Once upon a time a daisy met a robot."))
+    path = story_settings(workdir, fake.url, extra='[tui]\nkeys = { story_continue = "ctrl+t", screen_imagine = "f9" }')
+    app = make_app(path, record_history=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.last_labels = ["daisy"]
+        await pilot.press("3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StoryScreen", what="story")
+        assert "Ctrl+T continues" in status_text(app, "#story-status")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: "words" in status_text(app, "#story-status"), what="story")
+        status = status_text(app, "#story-status")
+        assert "Ctrl+T continues" in status and "then F9 for a picture" in status
+        assert "Ctrl+N" not in status

@@ -89,7 +89,8 @@ class HistoryScreen(NcScreen):
                           _short(", ".join(r.get("labels", [])), 28), "✓" if r.get("story") else "",
                           "✓" if r.get("picture") else "", key=str(r["id"]))
         empty = self.query_one("#history-empty", Static)
-        empty.update("" if runs else "No runs yet: classify images on Infer (2) and they are saved here.")
+        empty.update("" if runs else f"No runs yet: classify images on Infer ({self.key('screen_infer')}) "
+                     "and they are saved here.")
 
     @on(DataTable.RowSelected, "#history-table")
     def _open(self, event: DataTable.RowSelected) -> None:
@@ -123,7 +124,8 @@ class HistoryScreen(NcScreen):
     def action_export(self, fmt: str) -> None:
         run_id = self._selected_id()
         if run_id is None:
-            self.notify("no run to export: classify images on Infer (2) first", severity="warning")
+            self.notify(f"no run to export: classify images on Infer ({self.key('screen_infer')}) first",
+                        severity="warning")
             return
         self._export(run_id, fmt)
 

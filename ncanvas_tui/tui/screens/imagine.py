@@ -66,7 +66,8 @@ class ImagineScreen(NcScreen):
         styles, _themes = style_theme_names()
         styles = [NO_STYLE, *[x for x in styles if x != RANDOM]]
         s = self.settings
-        yield Label("Picture prompt (Ctrl+D distils it from the story; edit freely)", classes="pane-title")
+        yield Label(f"Picture prompt ({self.key('imagine_distil')} distils it from the story; edit freely)",
+                    classes="pane-title")
         yield TextArea("", id="imagine-prompt", soft_wrap=True)
         with Horizontal(classes="form-row", id="imagine-options"):
             yield Select([(x, x) for x in styles], value=NO_STYLE, allow_blank=False, compact=True, id="imagine-style")
@@ -123,7 +124,8 @@ class ImagineScreen(NcScreen):
         app: Any = self.app
         story = getattr(app, "story_text", "") or ""
         if not story.strip():
-            self.notify("no story yet: write one on Story (3), or type a prompt here", severity="warning")
+            self.notify(f"no story yet: write one on Story ({self.key('screen_story')}), or type a prompt here",
+                        severity="warning")
             return
         self.status("distilling the story into a picture prompt…")
         self._distil(story, list(getattr(app, "last_labels", [])))
@@ -152,7 +154,7 @@ class ImagineScreen(NcScreen):
     @on(PromptDistilled)
     def _distilled(self, event: PromptDistilled) -> None:
         self.query_one("#imagine-prompt", TextArea).text = event.prompt
-        self.status("prompt ready: edit it if you like, Ctrl+R draws")
+        self.status(f"prompt ready: edit it if you like, {self.key('imagine_draw')} draws")
 
     # -- draw -----------------------------------------------------------------------------------
     def action_regenerate(self) -> None:
@@ -163,11 +165,11 @@ class ImagineScreen(NcScreen):
 
     def action_draw(self, seed: int | None = None) -> None:
         if self._busy:
-            self.notify("a picture is being drawn (Esc cancels)", severity="warning")
+            self.notify(f"a picture is being drawn ({self.key('cancel')} cancels)", severity="warning")
             return
         prompt = self.query_one("#imagine-prompt", TextArea).text.strip()
         if not prompt:
-            self.notify("the prompt is empty: Ctrl+D distils one from the story, or type one",
+            self.notify(f"the prompt is empty: {self.key('imagine_distil')} distils one from the story, or type one",
                         severity="warning")
             self.query_one("#imagine-prompt", TextArea).focus()
             return
@@ -179,7 +181,7 @@ class ImagineScreen(NcScreen):
         self._busy = True
         self.banner("", None)
         settings = self._settings_for_provider()
-        self.status(f"drawing with {settings.imagegen.provider} ({settings.imagegen.model})… Esc cancels")
+        self.status(f"drawing with {settings.imagegen.provider} ({settings.imagegen.model})… {self.key('cancel')} cancels")
         self._draw(settings, prompt, None if style == NO_STYLE else style, negative, seed)
 
     def action_cancel(self) -> None:
@@ -218,7 +220,8 @@ class ImagineScreen(NcScreen):
         box = self.query_one("#imagine-picture", Vertical)
         await box.remove_children()
         await box.mount(Preview(event.path, mode=getattr(app, "previews", "auto"), caption=event.path))
-        seed = f" · seed {event.seed} (Ctrl+G: another seed)" if event.seed is not None else ""
+        seed = (f" · seed {event.seed} ({self.key('imagine_regenerate')}: another seed)"
+                if event.seed is not None else "")
         self.status(f"saved: {event.path}{seed}")
         self.notify(f"picture saved: {Path(event.path).name}")
 

@@ -84,7 +84,7 @@ class InferScreen(NcScreen):
                                  allow_blank=False, compact=True, id="infer-precision")
                 with Horizontal(id="previews"):
                     yield Static("Pick images on the left (type a path, or Enter in the tree), "
-                                 "then Ctrl+R to classify.", classes="hint", id="previews-hint")
+                                 f"then {self.key('infer_run')} to classify.", classes="hint", id="previews-hint")
                 with Horizontal(id="infer-progress-row"):
                     yield ProgressBar(total=None, show_eta=False, id="infer-progress")
                     yield Label("", id="infer-status", markup=False)
@@ -109,7 +109,7 @@ class InferScreen(NcScreen):
                         severity="warning")
             return
         if self._job is not None:
-            self.notify("a classification is already running (Esc cancels it)", severity="warning")
+            self.notify(f"a classification is already running ({self.key('cancel')} cancels it)", severity="warning")
             return
         model = str(self.query_one("#infer-model", Select).value)
         backend = str(self.query_one("#infer-backend", Select).value)

@@ -68,7 +68,8 @@ class StoryScreen(NcScreen):
         yield Input(placeholder="labels, comma-separated (from the last inference)", id="story-labels")
         yield Input(placeholder="your own words for the story (optional)", id="story-prompt")
         yield Static("", classes="banner", id="story-banner", markup=False)
-        yield Label("Ctrl+R writes a story from the labels; Ctrl+N continues it.", id="story-status",
+        yield Label(f"{self.key('story_write')} writes a story from the labels; {self.key('story_continue')} "
+                    "continues it.", id="story-status",
                     markup=False)
         with VerticalScroll(id="story-scroll"):
             yield Markdown("", id="story-md")
@@ -108,7 +109,7 @@ class StoryScreen(NcScreen):
 
     def action_continue_story(self) -> None:
         if not self.text.strip():
-            self.notify("nothing to continue yet: Ctrl+R writes a story first", severity="warning")
+            self.notify(f"nothing to continue yet: {self.key('story_write')} writes a story first", severity="warning")
             return
         self._start(continuing=True)
 
@@ -145,12 +146,13 @@ class StoryScreen(NcScreen):
 
     def _start(self, continuing: bool) -> None:
         if self._writing:
-            self.notify("a story is being written (Esc cancels it)", severity="warning")
+            self.notify(f"a story is being written ({self.key('cancel')} cancels it)", severity="warning")
             return
         labels_text = self.query_one("#story-labels", Input).value
         labels = [x.strip() for x in labels_text.split(",") if x.strip()]
         if not labels and not continuing:
-            self.notify("no labels: classify some images on Infer (2), or type labels here", severity="warning")
+            self.notify(f"no labels: classify some images on Infer ({self.key('screen_infer')}), or type labels here",
+                        severity="warning")
             self.query_one("#story-labels", Input).focus()
             return
         problem = services.llm_problem(self.settings)
@@ -184,7 +186,7 @@ class StoryScreen(NcScreen):
             self.text = ""
             md.update("")
         self._stream = Markdown.get_stream(md)
-        self.status("writing… (Esc cancels)" if not continuing else "continuing… (Esc cancels)")
+        self.status(f"{'continuing' if continuing else 'writing'}… ({self.key('cancel')} cancels)")
         self._write(req, self.text if continuing else None)
 
     @work(thread=True, exclusive=True, group="story", exit_on_error=False, description="story")
@@ -287,16 +289,17 @@ class StoryScreen(NcScreen):
             self.text = event.story
             await md.update(self.text)
         if event.cancelled and not self.text.strip():
-            self.status("cancelled before any words arrived; Ctrl+R writes a story")
+            self.status(f"cancelled before any words arrived; {self.key('story_write')} writes a story")
         elif event.cancelled:
-            self.status(f"cancelled; kept {len(self.text.split())} words (Ctrl+N continues)")
+            self.status(f"cancelled; kept {len(self.text.split())} words ({self.key('story_continue')} continues)")
         elif event.message:
             self.banner(f"The story stopped: {event.message}"
                         + (" (what arrived is kept)" if self.text.strip() else ""), "error")
             self.status("failed (see the banner)")
         else:
-            self.status(f"{len(self.text.split())} words · Ctrl+N continues, Ctrl+S saves, Ctrl+Y copies, "
-                        f"then 4 for a picture")
+            k = self.key
+            self.status(f"{len(self.text.split())} words · {k('story_continue')} continues, {k('story_save')} saves, "
+                        f"{k('story_copy')} copies, then {k('screen_imagine')} for a picture")
 
     def job_ended(self, worker: Any, failed: bool) -> None:
         if worker.group == "story" and failed:
