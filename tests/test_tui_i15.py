@@ -132,3 +132,19 @@ async def test_hints_follow_the_keys_in_force(fake, workdir):
         status = status_text(app, "#story-status")
         assert "Ctrl+T continues" in status and "then F9 for a picture" in status
         assert "Ctrl+N" not in status
+
+
+# 11 ------------------------------------------------------------------------------------------------
+async def test_story_and_imagine_selects_are_labelled(settings_path):
+    from tui_helpers import screen_text
+
+    app = make_app(settings_path, record_history=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StoryScreen", what="story")
+        row = next(line for line in screen_text(app).splitlines() if "(random)" in line)
+        assert row.index("style") < row.index("(random)") < row.index("theme") < row.index("language")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ImagineScreen", what="imagine")
+        row = next(line for line in screen_text(app).splitlines() if "(none)" in line)
+        assert row.index("style") < row.index("(none)") < row.index("provider") < row.index("openai")

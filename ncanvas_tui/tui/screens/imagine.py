@@ -70,7 +70,9 @@ class ImagineScreen(NcScreen):
                     classes="pane-title")
         yield TextArea("", id="imagine-prompt", soft_wrap=True)
         with Horizontal(classes="form-row", id="imagine-options"):
+            yield Label("style", classes="select-label")
             yield Select([(x, x) for x in styles], value=NO_STYLE, allow_blank=False, compact=True, id="imagine-style")
+            yield Label("provider", classes="select-label")
             yield Select([(p, p) for p in PROVIDERS], value=s.imagegen.provider, allow_blank=False, compact=True,
                          id="imagine-provider")
             yield Input(placeholder="negative prompt (what to avoid)", value=s.imagegen.negative,

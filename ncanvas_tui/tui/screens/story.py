@@ -59,10 +59,13 @@ class StoryScreen(NcScreen):
         styles, themes = style_theme_names()
         s = self.settings
         with Horizontal(classes="form-row", id="story-choices"):
+            yield Label("style", classes="select-label")
             yield Select([(x, x) for x in styles], value=RANDOM if RANDOM in styles else styles[0],
                          allow_blank=False, compact=True, id="story-style")
+            yield Label("theme", classes="select-label")
             yield Select([(x, x) for x in themes], value=RANDOM if RANDOM in themes else themes[0],
                          allow_blank=False, compact=True, id="story-theme")
+            yield Label("language", classes="select-label")
             yield Select([("English", "en"), ("中文", "zh")], value=s.llm.language, allow_blank=False, compact=True,
                          id="story-language")
         yield Input(placeholder="labels, comma-separated (from the last inference)", id="story-labels")
