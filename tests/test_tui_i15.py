@@ -148,3 +148,51 @@ async def test_story_and_imagine_selects_are_labelled(settings_path):
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ImagineScreen", what="imagine")
         row = next(line for line in screen_text(app).splitlines() if "(none)" in line)
         assert row.index("style") < row.index("(none)") < row.index("provider") < row.index("openai")
+
+
+# copy over SSH ---------------------------------------------------------------------------------------
+def fake_tmux(tmp_path, monkeypatch, clipboard_option: str) -> None:
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tmux = bin_dir / "tmux"
+    tmux.write_text(f"#!/bin/sh\necho {clipboard_option}\n", encoding="utf-8")
+    tmux.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("TMUX", "/tmp/tmux-1000/default,1234,0")
+
+
+@pytest.mark.parametrize("option", ["on", "off"])
+async def test_copy_uses_osc52_or_says_tmux_refuses_and_saves_a_file(settings_path, workdir, tmp_path,
+                                                                    monkeypatch, option):
+    fake_tmux(tmp_path, monkeypatch, option)
+    app = make_app(settings_path, record_history=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StoryScreen", what="story")
+        app.screen.text = "Once upon a time a daisy met a robot."
+        sent: list[str] = []
+        app.copy_to_clipboard = sent.append  # the OSC 52 sequence would go to the terminal here
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        saved = list((workdir / "output" / "copied").glob("story-*.txt"))
+        if option == "on":
+            assert sent == [app.screen.text] and not saved
+            assert any("story copied" in n for n in notes(app))
+        else:
+            assert sent == [] and len(saved) == 1
+            assert saved[0].read_text(encoding="utf-8") == app.screen.text
+            assert any("set-clipboard off" in n and str(saved[0]) in n for n in notes(app))
+
+
+async def test_infer_copies_the_labels(settings_path):
+    app = make_app(settings_path, record_history=False, start="infer")
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.last_result = {"results": [{"image": "/x/chelsea.jpg", "top": [{"label": "tabby", "prob": 0.871}]}]}
+        sent: list[str] = []
+        app.copy_to_clipboard = sent.append
+        app.screen.set_focus(None)
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        assert sent == ["chelsea.jpg: tabby 87.1%\n"]

@@ -54,8 +54,18 @@ class ImagineScreen(NcScreen):
         Binding("ctrl+g", "regenerate", "New seed", id="imagine_regenerate"),
         # priority: the prompt's TextArea binds Ctrl+D to "delete right"
         Binding("ctrl+d", "distil", "Distil prompt", id="imagine_distil", priority=True),
+        Binding("ctrl+y", "copy", "Copy prompt", id="imagine_copy", priority=True),  # over the prompt's redo
         Binding("escape", "cancel", "Cancel", id="cancel"),
     ]
+
+    def action_copy(self) -> None:
+        from ncanvas_tui.tui import clipboard
+
+        prompt = self.query_one("#imagine-prompt", TextArea).text.strip()
+        if not prompt:
+            self.notify("no prompt to copy yet", severity="warning")
+            return
+        clipboard.copy(self.app, prompt, "prompt", self.settings.paths.output)
 
     def __init__(self) -> None:
         super().__init__()

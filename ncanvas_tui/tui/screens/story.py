@@ -127,8 +127,9 @@ class StoryScreen(NcScreen):
         if not self.text.strip():
             self.notify("no story to copy yet", severity="warning")
             return
-        self.app.copy_to_clipboard(self.text)
-        self.notify("story copied to the clipboard (OSC 52; your terminal must allow it)")
+        from ncanvas_tui.tui import clipboard
+
+        clipboard.copy(self.app, self.text, "story", self.settings.paths.output)
 
     def action_save(self) -> None:
         if not self.text.strip():
