@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakeopenai import FakeOpenAI, Reply, story_settings_text
 from tui_helpers import make_app, notes, wait_for
@@ -196,3 +198,58 @@ async def test_infer_copies_the_labels(settings_path):
         await pilot.press("ctrl+y")
         await pilot.pause()
         assert sent == ["chelsea.jpg: tabby 87.1%\n"]
+
+
+# 14 ------------------------------------------------------------------------------------------------
+def history_of(settings_path):
+    from ncanvas_tui import settings as s
+    from ncanvas_tui.history.store import open_history
+
+    return open_history(s.load(settings_path))
+
+
+async def test_history_rows_for_story_only_and_refused_runs_and_delete(settings_path):
+    store = history_of(settings_path)
+    told = store.attach_story(None, {"story": "A daisy met a robot.", "labels": ["daisy", "robot"]})
+    refused = store.attach_story(None, {"story": "", "blocked": True, "rail": "input", "labels": ["bomb"]})
+    app = make_app(settings_path, start="history")
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.screen.query_one("#history-table")
+        await wait_for(pilot, lambda: table.row_count == 2, what="two runs")
+        rows = {int(table.get_row_at(i)[0]): table.get_row_at(i) for i in range(2)}
+        assert "daisy, robot" in rows[told][3] and rows[told][4] == "✓"
+        assert "bomb" in rows[refused][3] and rows[refused][4] == "refused"
+        table.focus()
+        table.move_cursor(row=0)  # newest first: the refused run
+        await pilot.press("delete")
+        assert table.row_count == 2 and any("again to delete" in n for n in notes(app))
+        await pilot.press("delete")
+        await wait_for(pilot, lambda: table.row_count == 1, what="run deleted")
+    assert [r["id"] for r in history_of(settings_path).list_runs()] == [told]
+
+
+async def test_a_saved_story_records_its_path_in_the_history(fake, workdir):
+    fake.chat.push(Reply("Once upon a time a daisy met a robot."))
+    path = story_settings(workdir, fake.url)
+    app = make_app(path)
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.last_labels = ["daisy"]
+        await pilot.press("3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StoryScreen", what="story")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.run_id is not None, what="story in history")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: any("story saved" in n for n in notes(app)), what="saved")
+    saved = list((workdir / "output" / "stories").glob("*"))
+    run = history_of(path).get_run(app.run_id)
+    assert run["stories"][-1]["path"] == str(saved[0])
+
+
+def test_cli_story_step_records_the_saved_path(cli, fake, workdir):
+    fake.chat.push(Reply("Once upon a time a daisy met a robot."))
+    path = story_settings(workdir, fake.url)
+    r = cli("story", "--labels", "daisy", "--json", "--settings", str(path))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    run = history_of(path).get_run(doc["run_id"])
+    assert run["stories"][-1]["path"] == doc["path"] and doc["path"]

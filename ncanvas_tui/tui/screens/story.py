@@ -146,6 +146,11 @@ class StoryScreen(NcScreen):
                       theme=meta.get("theme"), language=meta.get("language") or "en",
                       prompt=meta.get("prompt"), model=meta.get("model"))
         path = storyfile.save_story(self.settings, story)
+        run_id = getattr(self.app, "run_id", None)
+        if getattr(self.app, "record_history", False) and run_id is not None:
+            from ncanvas_tui.story.record import set_story_path
+
+            set_story_path(self.settings, run_id, path)  # the history's story step says where it went
         self.app.call_from_thread(self.notify, f"story saved: {path}")
 
     def _start(self, continuing: bool) -> None:
@@ -245,6 +250,9 @@ class StoryScreen(NcScreen):
                                         cancelled=cancelled))
         if not result.blocked and ((result.story or "").strip() or cancelled):
             self.app.call_from_thread(self._remember, result.story if not cancelled else None, meta)
+        elif result.blocked and getattr(app, "record_history", False):  # a refusal is in the history too
+            self.app.call_from_thread(self._record, {**meta, "story": "", "blocked": True, "rail": result.rail,
+                                                     "message": result.message})
 
     def _remember(self, story: str | None, meta: dict[str, Any]) -> None:
         app: Any = self.app
