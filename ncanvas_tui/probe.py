@@ -16,7 +16,7 @@ TIMEOUT_S = 3.0
 
 @dataclass
 class Probe:
-    reachable: bool
+    reachable: bool | None           # None: not tried
     detail: str                      # one line: what the endpoint said
     models: list[str] = field(default_factory=list)   # what GET /models listed (empty: no list)
     status: str = ""                 # ok | refused | timeout | auth | model-missing | no-list | error
@@ -56,5 +56,11 @@ def probe(base_url: str, key: str, model: str, *, timeout: float = TIMEOUT_S) ->
 
 
 def probe_section(section: Any, *, timeout: float = TIMEOUT_S) -> Probe:
-    """``probe`` for an [llm] / [imagegen] settings section."""
-    return probe(section.base_url, section.api_key().get(), section.model, timeout=timeout)
+    """``probe`` for an [llm] / [imagegen] settings section; not tried (``reachable`` None) when a
+    remote endpoint's key is not set: it could only say "auth failed"."""
+    from ncanvas_tui.endpoints import is_local
+
+    key = section.api_key().get()
+    if section.api_key_env and not key and not is_local(section.base_url):
+        return Probe(None, f"not tried: ${section.api_key_env} is not set", status="no-key")
+    return probe(section.base_url, key, section.model, timeout=timeout)

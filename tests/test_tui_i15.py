@@ -253,3 +253,27 @@ def test_cli_story_step_records_the_saved_path(cli, fake, workdir):
     doc = json.loads(r.stdout)
     run = history_of(path).get_run(doc["run_id"])
     assert run["stories"][-1]["path"] == doc["path"] and doc["path"]
+
+
+# 15 (the screens' side) ----------------------------------------------------------------------------
+async def test_story_offers_the_endpoints_own_models(fake, workdir):
+    @fake.route("GET", "/v1/models")
+    def models(h, req):
+        h.send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"},
+                                                     {"id": "tiny-llm", "object": "model"}]})
+
+    fake.chat.push(Reply("Once upon a time a daisy met a robot."))
+    app = make_app(story_settings(workdir, fake.url), record_history=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.last_labels = ["daisy"]
+        await pilot.press("3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "StoryScreen", what="story")
+        select = app.screen.query_one("#story-model")
+        await wait_for(pilot, lambda: len(select._options) == 2, what="model list")
+        assert select.value == "fake-model"
+        select.value = "tiny-llm"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: "words" in status_text(app, "#story-status"), what="story")
+        chat = [c for c in fake.calls() if c.path.endswith("/chat/completions")]
+        assert chat[-1].body["model"] == "tiny-llm"

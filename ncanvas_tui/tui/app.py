@@ -203,6 +203,16 @@ class NcanvasApp(App[int]):
                 self._story_runner = StoryRunner(self.settings)
             return self._story_runner
 
+    def use_llm_model(self, model: str) -> None:
+        """Write stories with ``model`` (chosen from the endpoint's own list) for the rest of the session."""
+        if model == self.settings.llm.model:
+            return
+        self.settings = self.settings.replace("llm", model=model)
+        with self._runner_lock:
+            old, self._story_runner = self._story_runner, None
+        if old is not None:
+            threading.Thread(target=old.close, daemon=True, name="story-runner-close").start()
+
     def on_unmount(self) -> None:
         if self._story_runner is not None:
             self._story_runner.close(timeout=2.0)

@@ -85,6 +85,9 @@ class ImagineScreen(NcScreen):
             yield Label("provider", classes="select-label")
             yield Select([(p, p) for p in PROVIDERS], value=s.imagegen.provider, allow_blank=False, compact=True,
                          id="imagine-provider")
+            yield Label("model", classes="select-label")
+            yield Select([(s.imagegen.model, s.imagegen.model)], value=s.imagegen.model, allow_blank=False,
+                         compact=True, id="imagine-model")
             yield Input(placeholder="negative prompt (what to avoid)", value=s.imagegen.negative,
                         id="imagine-negative")
             yield Input(placeholder="random", restrict=r"[0-9]*", max_length=10, id="imagine-seed")
@@ -97,6 +100,18 @@ class ImagineScreen(NcScreen):
         self.query_one("#imagine-negative", Input).border_title = "negative prompt"
         self.query_one("#imagine-seed", Input).border_title = "seed"
         self._check_config()
+        self._list_models()
+
+    @work(thread=True, exclusive=True, group="imagine-models", exit_on_error=False, description="model list")
+    def _list_models(self) -> None:
+        """The image endpoint's own models (GET /models) in the model select."""
+        from ncanvas_tui.probe import probe_section
+        from ncanvas_tui.tui.screens.story import _offer
+
+        found = probe_section(self.settings.imagegen)
+        if found.models:
+            self.app.call_from_thread(_offer, self.query_one("#imagine-model", Select), found.models,
+                                      self.settings.imagegen.model)
 
     def on_screen_resume(self) -> None:
         app: Any = self.app
@@ -110,8 +125,11 @@ class ImagineScreen(NcScreen):
 
     def _settings_for_provider(self) -> Any:
         provider = str(self.query_one("#imagine-provider", Select).value)
+        model = self.query_one("#imagine-model", Select).value
         s = self.settings
-        return s if provider == s.imagegen.provider else s.replace("imagegen", provider=provider)
+        if provider != s.imagegen.provider:
+            return s.replace("imagegen", provider=provider)
+        return s if not isinstance(model, str) or model == s.imagegen.model else s.replace("imagegen", model=model)
 
     def _check_config(self) -> None:
         if self._busy:

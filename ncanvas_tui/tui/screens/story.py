@@ -68,6 +68,9 @@ class StoryScreen(NcScreen):
             yield Label("language", classes="select-label")
             yield Select([("English", "en"), ("中文", "zh")], value=s.llm.language, allow_blank=False, compact=True,
                          id="story-language")
+            yield Label("model", classes="select-label")
+            yield Select([(s.llm.model, s.llm.model)], value=s.llm.model, allow_blank=False, compact=True,
+                         id="story-model")
         yield Input(placeholder="labels, comma-separated (from the last inference)", id="story-labels")
         yield Input(placeholder="your own words for the story (optional)", id="story-prompt")
         yield Static("", classes="banner", id="story-banner", markup=False)
@@ -81,6 +84,22 @@ class StoryScreen(NcScreen):
         self.query_one("#story-labels", Input).border_title = "labels (from the last inference; edit freely)"
         self.query_one("#story-prompt", Input).border_title = "your words (optional)"
         self._check_config()
+        self._list_models()
+
+    @work(thread=True, exclusive=True, group="story-models", exit_on_error=False, description="model list")
+    def _list_models(self) -> None:
+        """The endpoint's own models (GET /models) in the model select; the current one stays chosen."""
+        from ncanvas_tui.probe import probe_section
+
+        found = probe_section(self.settings.llm)
+        if found.models:
+            self.app.call_from_thread(_offer, self.query_one("#story-model", Select), found.models,
+                                      self.settings.llm.model)
+
+    @on(Select.Changed, "#story-model")
+    def _model_chosen(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.app.use_llm_model(event.value)  # type: ignore[attr-defined]
 
     def on_screen_resume(self) -> None:
         labels = tuple(getattr(self.app, "last_labels", []) or [])
@@ -316,6 +335,13 @@ class StoryScreen(NcScreen):
     def job_ended(self, worker: Any, failed: bool) -> None:
         if worker.group == "story" and failed:
             self._writing = False
+
+
+def _offer(select: Select, models: list[str], current: str) -> None:
+    """Fill ``select`` with ``models`` (the current one first when the endpoint does not list it)."""
+    names = models if current in models else [current, *models]
+    select.set_options([(m, m) for m in names])
+    select.value = current
 
 
 def _one_line(e: BaseException) -> str:
