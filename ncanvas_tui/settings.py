@@ -157,6 +157,8 @@ class TuiSettings:
     theme: str = _opt("textual-dark")
     # how pictures are drawn: auto (Kitty/Sixel when the terminal has them, else half-blocks) or forced
     previews: str = _opt("auto", choices=("auto", "tgp", "sixel", "halfcell", "unicode", "off"))
+    # the file tree's icons: auto (emoji where the terminal is known to draw them), emoji, plain
+    icons: str = _opt("auto", choices=("auto", "emoji", "plain"))
     start_screen: str = _opt("infer", choices=("engines", "infer", "story", "imagine", "history"))
     board_strip: bool = _opt(True)  # the one-line board strip (power, GPU, temperature, RAM) on every screen
     # action id -> key, e.g. {screen_infer = "f2"}: remaps the app's bindings.

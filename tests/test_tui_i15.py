@@ -277,3 +277,35 @@ async def test_story_offers_the_endpoints_own_models(fake, workdir):
         await wait_for(pilot, lambda: "words" in status_text(app, "#story-status"), what="story")
         chat = [c for c in fake.calls() if c.path.endswith("/chat/completions")]
         assert chat[-1].body["model"] == "tiny-llm"
+
+
+# 17 ------------------------------------------------------------------------------------------------
+def test_kitty_without_unicode_placeholders_gets_half_blocks():
+    from ncanvas_tui.tui.terminal import choose_previews, parse_version
+
+    kitty = {"TERM": "xterm-kitty", "KITTY_WINDOW_ID": "1", "SSH_CONNECTION": "x"}
+    assert parse_version("\x1bP>|kitty(0.26.5)\x1b\\") == (0, 26, 5)
+    assert parse_version("kitty 0.32.2 created by Kovid Goyal") == (0, 32, 2)
+    assert choose_previews("auto", kitty, lambda: "\x1bP>|kitty(0.26.5)\x1b\\") == "halfcell"
+    assert choose_previews("auto", kitty, lambda: "\x1bP>|kitty(0.28.1)\x1b\\") == "tgp"
+    assert choose_previews("auto", kitty, lambda: "") == "halfcell"  # no answer: the safe choice
+    assert choose_previews("tgp", kitty, lambda: "\x1bP>|kitty(0.26.5)\x1b\\") == "tgp"  # forced
+    assert choose_previews("auto", {"TERM": "xterm"}, lambda: "") == "auto"  # textual-image probes Sixel
+
+
+async def test_file_tree_has_plain_icons_where_emoji_are_not_known(settings_path, workdir, monkeypatch):
+    from tui_helpers import screen_text
+
+    (workdir / "pictures" / "holiday").mkdir()
+    monkeypatch.setenv("TERM", "xterm")
+    for var in ("TERM_PROGRAM", "KITTY_WINDOW_ID"):
+        monkeypatch.delenv(var, raising=False)
+    app = make_app(settings_path, start="infer")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.5)
+        text = screen_text(app)
+        assert "📁" not in text and "📄" not in text and "▸ holiday" in text
+    app = make_app(settings_path, start="infer", extra='[tui]\nicons = "emoji"')
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.5)
+        assert "📁 holiday" in screen_text(app)

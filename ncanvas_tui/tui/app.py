@@ -319,7 +319,9 @@ def _freeze_heap() -> None:
 
 def run_app(settings: Settings) -> int:
     """Open the app on this terminal; returns the exit code."""
-    previews = getattr(settings.tui, "previews", "auto")
+    from ncanvas_tui.tui.terminal import choose_previews
+
+    previews = choose_previews(getattr(settings.tui, "previews", "auto"))
     if previews != "off":
         # textual-image asks the terminal for its cell size and graphics support;
         # that has to happen before Textual owns the terminal.
