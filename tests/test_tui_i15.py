@@ -309,3 +309,23 @@ async def test_file_tree_has_plain_icons_where_emoji_are_not_known(settings_path
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.pause(0.5)
         assert "📁 holiday" in screen_text(app)
+
+
+# 13 ------------------------------------------------------------------------------------------------
+async def test_infer_at_80x24_shows_every_selected_preview(settings_path, workdir):
+    import shutil
+
+    from tui_helpers import settle, type_path
+
+    pics = sorted((workdir / "pictures").glob("*.jpg"))
+    for i, p in enumerate(pics):
+        shutil.copy(p, workdir / "pictures" / f"copy-{i}.jpg")
+    app = make_app(settings_path, start="infer", record_history=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for p in sorted((workdir / "pictures").glob("*.jpg"))[:8]:
+            await type_path(pilot, p)
+        await settle(pilot)
+        previews = list(app.screen.query("#previews > Preview"))
+        assert len(previews) == 8
+        for p in previews:
+            assert p.region.width >= 4 and p.region.right <= 80, p.region
