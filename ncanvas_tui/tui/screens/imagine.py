@@ -88,6 +88,7 @@ class ImagineScreen(NcScreen):
             yield Label("model", classes="select-label")
             yield Select([(s.imagegen.model, s.imagegen.model)], value=s.imagegen.model, allow_blank=False,
                          compact=True, id="imagine-model")
+        with Horizontal(classes="form-row", id="imagine-inputs"):
             yield Input(placeholder="negative prompt (what to avoid)", value=s.imagegen.negative,
                         id="imagine-negative")
             yield Input(placeholder="random", restrict=r"[0-9]*", max_length=10, id="imagine-seed")
