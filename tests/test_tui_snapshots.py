@@ -103,6 +103,7 @@ def test_story(snap_compare, snap_settings, size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_imagine(snap_compare, snap_settings, size):
     async def before(pilot):
+        pilot.app.screen.query_one("#imagine-prompt").cursor_blink = False  # focused on arrival: no blink
         await settle(pilot)
 
     assert snap_compare(make_app(snap_settings, start="imagine", record_history=False), terminal_size=size,
