@@ -329,3 +329,29 @@ async def test_infer_at_80x24_shows_every_selected_preview(settings_path, workdi
         assert len(previews) == 8
         for p in previews:
             assert p.region.width >= 4 and p.region.right <= 80, p.region
+
+
+# 8 (the log panel's part) ---------------------------------------------------------------------------
+def test_log_lines_show_level_names_not_numbers():
+    import logging
+
+    from ncanvas_tui.tui.widgets.log_panel import TuiLogHandler
+
+    class App:
+        lines: list = []
+
+        def post_message(self, m):
+            self.lines.append(m)
+
+    app = App()
+    handler = TuiLogHandler(app, level=logging.DEBUG)
+    log = logging.getLogger("ncanvas_tui.test_i15")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    try:
+        log.log(22, "[I] [TRT] building")
+        log.log(35, "[W] something odd")
+    finally:
+        log.removeHandler(handler)
+    assert [m.level for m in app.lines] == ["INFO", "WARNING"]
