@@ -355,3 +355,15 @@ def test_log_lines_show_level_names_not_numbers():
     finally:
         log.removeHandler(handler)
     assert [m.level for m in app.lines] == ["INFO", "WARNING"]
+
+
+# 6 -------------------------------------------------------------------------------------------------
+async def test_engines_models_table_is_whole_at_160x48(settings_path):
+    from tui_helpers import screen_text, settle
+
+    app = make_app(settings_path, start="engines", record_history=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        header = next(line for line in screen_text(app).splitlines() if "family" in line)
+        for col in ("model", "family", "top-1", "input", "file"):
+            assert col in header.split("▏")[0], header
