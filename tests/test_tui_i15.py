@@ -338,7 +338,8 @@ def test_log_lines_show_level_names_not_numbers():
     from ncanvas_tui.tui.widgets.log_panel import TuiLogHandler
 
     class App:
-        lines: list = []
+        def __init__(self):
+            self.lines = []
 
         def post_message(self, m):
             self.lines.append(m)
