@@ -368,3 +368,11 @@ async def test_engines_models_table_is_whole_at_160x48(settings_path):
         header = next(line for line in screen_text(app).splitlines() if "family" in line)
         for col in ("model", "family", "top-1", "input", "file"):
             assert col in header.split("▏")[0], header
+
+
+async def test_engines_hint_follows_a_remapped_key(settings_path):
+    app = make_app(settings_path, start="engines", record_history=False,
+                   extra='[tui]\nkeys = { engines_build = "ctrl+b" }')
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert "Ctrl+B build" in status_text(app, "#engines-phase")
