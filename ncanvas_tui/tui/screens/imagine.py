@@ -30,6 +30,16 @@ PROVIDERS = ("openai", "nvidia", "sdwebui")
 NO_STYLE = "(none)"
 
 
+class PromptArea(TextArea):
+    """The picture prompt: a TextArea that leaves F6 (History's key, "select line" in TextArea)
+    to the app, so the function keys switch screens from here too."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "select_line":
+            return False  # the key goes on to the app's binding
+        return super().check_action(action, parameters)
+
+
 def simple_prompt(story: str, labels: list[str], limit: int = 300) -> str:
     """A picture prompt without the LLM: the labels and the story's opening sentences."""
     text = " ".join(story.replace("#", " ").split())
@@ -78,7 +88,7 @@ class ImagineScreen(NcScreen):
         s = self.settings
         yield Label(f"Picture prompt ({self.key('imagine_distil')} distils it from the story; edit freely)",
                     classes="pane-title")
-        yield TextArea("", id="imagine-prompt", soft_wrap=True)
+        yield PromptArea("", id="imagine-prompt", soft_wrap=True)
         with Horizontal(classes="form-row", id="imagine-options"):
             yield Label("style", classes="select-label")
             yield Select([(x, x) for x in styles], value=NO_STYLE, allow_blank=False, compact=True, id="imagine-style")
