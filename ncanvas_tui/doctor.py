@@ -132,6 +132,22 @@ def _endpoint(section: Any, kind: str) -> dict[str, Any]:
     }
 
 
+def _endpoints(settings: Settings) -> dict[str, Any]:
+    """[llm] and [imagegen], each tried once (in parallel, a short timeout): reachable / detail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ncanvas_tui.probe import probe_section
+
+    sections = {"llm": settings.llm, "imagegen": settings.imagegen}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        probes = {k: pool.submit(probe_section, sec) for k, sec in sections.items()}
+        out = {}
+        for k, sec in sections.items():
+            p = probes[k].result()
+            out[k] = {**_endpoint(sec, k), "reachable": p.reachable, "detail": p.detail}
+    return out
+
+
 def report(settings: Settings) -> dict[str, Any]:
     from ncanvas_tui import resources
     from ncanvas_tui.backends.base import resolve_backend
@@ -162,8 +178,7 @@ def report(settings: Settings) -> dict[str, Any]:
                     "auto_resolves_to": resolve_backend(settings.inference.backend)},
         "model": {"name": settings.inference.model, "path": str(default_path) if default_path else None,
                   "present": default_path is not None},
-        "llm": _endpoint(settings.llm, "llm"),
-        "imagegen": _endpoint(settings.imagegen, "imagegen"),
+        **_endpoints(settings),
         "guardrails": {"enabled": settings.guardrails.enabled, "config": str(settings.guardrails.config),
                        "config_present": (settings.guardrails.config / "config.yml").is_file()},
     }
@@ -236,6 +251,8 @@ def format_report(r: dict[str, Any]) -> str:
                f"key ${e['api_key_env']} {'set' if e['key_present'] else 'NOT SET'}")
         prov = f"{e['provider']} " if e.get("provider") else ""
         lines.append(f"{k:<13} {prov}{e['base_url']} model {e['model']}, {key}")
+        if e.get("detail"):
+            lines.append(f"              {e['detail']}")
     g = r["guardrails"]
     lines.append(f"guardrails    {'on' if g['enabled'] else 'off'}, config {g['config']}"
                  f"{'' if g['config_present'] else ' (config.yml MISSING)'}")

@@ -45,7 +45,7 @@ DEFAULT_FILE = REPO_ROOT / "settings.toml"
 MAX_FILE_BYTES = 1 << 20
 
 BACKENDS = ("auto", "tensorrt", "tensorrt-rtx", "onnxruntime")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "int8")  # auto: fp16 on GPU backends, fp32 on ONNX Runtime (CPU)
 
 
 def _opt(default: Any, **meta: Any) -> Any:
@@ -88,7 +88,7 @@ class PathsSettings:
 class InferenceSettings:
     backend: str = _opt("auto", choices=BACKENDS)
     model: str = _opt("efficientnet_lite0")
-    precision: str = _opt("fp16", choices=PRECISIONS)
+    precision: str = _opt("auto", choices=PRECISIONS)
     top_k: int = _opt(5, min=1, max=1000)
 
 
@@ -158,6 +158,8 @@ class TuiSettings:
     theme: str = _opt("textual-dark")
     # how pictures are drawn: auto (Kitty/Sixel when the terminal has them, else half-blocks) or forced
     previews: str = _opt("auto", choices=("auto", "tgp", "sixel", "halfcell", "unicode", "off"))
+    # the file tree's icons: auto (emoji where the terminal is known to draw them), emoji, plain
+    icons: str = _opt("auto", choices=("auto", "emoji", "plain"))
     start_screen: str = _opt("infer", choices=("engines", "infer", "story", "imagine", "history"))
     board_strip: bool = _opt(True)  # the one-line board strip (power, GPU, temperature, RAM) on every screen
     # action id -> key, e.g. {screen_infer = "f2"}: remaps the app's bindings.

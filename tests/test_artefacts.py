@@ -143,3 +143,13 @@ def test_story_images_classify_with_the_chosen_artefact(settings, two):
     assert labels and seen == photos
     with pytest.raises(EngineError, match="no artefact 'ffffffffff'"):
         labels_from_images(settings, photos, artefact="ffffffffff")
+
+
+def test_build_precision_auto_is_fp32_on_onnxruntime_and_fp16_on_a_gpu_backend(settings, workdir):
+    from ncanvas_tui.engines import compat
+    from ncanvas_tui.engines.plan import BuildRequest, plan_build
+
+    add_model(workdir / "models", "tiny", tiny_classifier)
+    assert plan_build(settings, BuildRequest("tiny", "auto", backend="onnxruntime")).precision == "fp32"
+    if compat.available("tensorrt-rtx"):
+        assert plan_build(settings, BuildRequest("tiny", "auto", backend="tensorrt-rtx")).precision == "fp16"

@@ -100,6 +100,6 @@ def test_cli_reports_settings_error_exit_2_without_traceback(cli, tmp_path: Path
     r = cli("models", "list", "--settings", str(p))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert "[inference].precision must be one of fp32 | fp16 | int8" in r.stderr
+    assert "[inference].precision must be one of auto | fp32 | fp16 | int8" in r.stderr
     r = cli("--settings", str(p), "models", "list", "--debug")
     assert r.returncode == 2 and "Traceback" in r.stderr  # --debug shows where

@@ -46,6 +46,7 @@ async def test_number_keys_and_palette_switch_screens(settings_path):
         expected = {"1": "EnginesScreen", "3": "StoryScreen", "4": "ImagineScreen", "5": "HistoryScreen",
                     "2": "InferScreen"}
         for key, name in expected.items():
+            app.screen.set_focus(None)  # outside a text field (Imagine focuses its prompt on arrival)
             await pilot.press(key)
             await wait_for(pilot, lambda name=name: type(app.screen).__name__ == name, what=name)
         # inside a text field digits are text; F2-F6 (what every terminal sends) and Alt+number switch

@@ -53,7 +53,7 @@ async def test_photos_to_story_to_picture_to_history(fake, workdir, monkeypatch)
         await wait_for(pilot, lambda: app.picture_path, what="picture")
         run_id = app.run_id
 
-        await pilot.press("5")
+        await pilot.press("f6")  # Imagine's prompt has the focus: a digit is text there
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history")
         table = app.screen.query_one("#history-table")
         await wait_for(pilot, lambda: table.row_count == 1, what="one run")

@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--top", type=top_k, metavar="K", help="labels per image, 1..1000 (default: [inference].top_k)")
     p.add_argument("--no-history", action="store_true", help="do not record this run in the history")
+    add_stream_options(p)
 
 
 def top_k(text: str) -> int:
@@ -52,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     clf = Classifier(settings, target=select(settings, selection(args)), top=args.top)
     paths, folder_errors = expand_paths(args.images)
+    if getattr(args, "jsonl", False):
+        return run_jsonl(clf, paths, folder_errors)
     # classified in the GPU worker (it owns the CUDA context TensorRT runs in; ONNX Runtime runs there too)
-    res = run_in_worker(clf.classify, paths).as_dict() if paths else None
+    with TerminalProgress() as shown:
+        res = run_in_worker(clf.classify, paths, progress=shown).as_dict() if paths else None
     if res is None:
         info = clf.load().info
         res = {"model": clf.entry.name, "backend": info.name, "precision": info.precision,
@@ -85,3 +89,85 @@ def record_history(settings, res: dict) -> int | None:
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         print(f"ncanvas: warning: run not saved to history: {' '.join(str(e).split())}", file=sys.stderr)
         return None
+
+
+# -- streaming: --jsonl and the progress line (issue 15) -------------------------------------------
+
+def add_stream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jsonl", action="store_true",
+                   help="print one JSON object per image as it is classified (shaped like one element of "
+                        "--json's results or errors), no summary; memory stays flat for any folder; "
+                        "not recorded in the history")
+
+
+class TerminalProgress:
+    """``done/total · images/s · ETA`` on one stderr line, only when stderr is a terminal; the line
+    is cleared when the run ends, so what is printed after it reads as before."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.on = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.shown = False
+        self.t0 = 0.0
+
+    def __enter__(self) -> TerminalProgress:  # noqa: PYI034 - Python 3.10 has no typing.Self
+        import time
+
+        self.t0 = time.monotonic()
+        return self
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        if not self.on or total <= 0:
+            return
+        self.stream.write("\r\033[K" + progress_line(done, total, self._elapsed()))
+        self.stream.flush()
+        self.shown = True
+
+    def _elapsed(self) -> float:
+        import time
+
+        return time.monotonic() - self.t0
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def progress_line(done: int, total: int, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else None
+    left = f"ETA {eta:.0f} s" if eta is not None else "ETA -"
+    return f"classifying {done}/{total} · {rate:.1f} images/s · {left}"
+
+
+def run_jsonl(clf, paths: list[str], folder_errors: list[dict]) -> int:
+    """One line per image, flushed as each batch is classified. Results are never accumulated:
+    each batch's dicts are printed and dropped. Ctrl-C between two lines exits 130 (the caller's
+    report_error) with every printed line whole."""
+    import json
+
+    from ncanvas_tui.cli.common import run_in_worker
+
+    def emit(obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    ok = 0
+    for e in folder_errors:
+        emit(e)
+    step = max(1, clf.max_batch)
+    with TerminalProgress() as shown:
+        for i in range(0, len(paths), step):
+            res = run_in_worker(clf.classify, paths[i:i + step])
+            for r in res.results:
+                emit(r)
+            for e in res.errors:
+                emit(e)
+            ok += len(res.results)
+            shown(min(i + step, len(paths)), len(paths))
+    if not ok:
+        print(f"ncanvas: error: no image could be classified ({len(paths) + len(folder_errors) - ok} failed)",
+              file=sys.stderr)
+        return 2
+    return 0

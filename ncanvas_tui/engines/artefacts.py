@@ -143,6 +143,8 @@ def select(settings: Settings, sel: Selection) -> Target:
     entry = catalog.find(settings, sel.model)
     backend = resolve_backend(sel.backend or settings.inference.backend)
     precision = sel.precision or settings.inference.precision
+    if precision == "auto":  # the one place "auto" is resolved: what the backend runs best, no note
+        precision = "fp32" if backend == "onnxruntime" else "fp16"
     if backend == "onnxruntime" and precision in ("fp32", "fp16"):
         notes = () if precision == "fp32" else (
             "fp16 requested: ONNX Runtime on the CPU runs fp32 (fp16 is for the GPU)",)

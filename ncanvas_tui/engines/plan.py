@@ -8,6 +8,7 @@ and ``id``. Every build step after it takes the plan and never re-validates or r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,8 +174,11 @@ def plan_build(settings: Settings, req: BuildRequest) -> BuildPlan:
     from ncanvas_tui.engines import calibrate, compat
     from ncanvas_tui.vision import catalog
 
+    if req.precision == "auto":  # as everywhere: fp16 on the GPU backends, fp32 on ONNX Runtime
+        auto = resolve_build_backend(req.backend, settings)
+        req = dataclasses.replace(req, precision="fp32" if auto == "onnxruntime" else "fp16")
     if req.precision not in PRECISIONS:
-        raise EngineError(f"precision must be fp32 | fp16 | int8, got {req.precision!r}")
+        raise EngineError(f"precision must be auto | fp32 | fp16 | int8, got {req.precision!r}")
     calibrator = req.calibrator or settings.build.calibrator
     if calibrator not in CALIBRATORS:
         raise EngineError(f"calibrator must be entropy2 | minmax, got {calibrator!r}")

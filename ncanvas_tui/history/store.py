@@ -285,6 +285,21 @@ class HistoryStore:
         attempt has "error" and no "path", so its prompt is never lost) to ``run_id`` (None: a new run)."""
         return self._add_step(run_id, "picture", picture)
 
+    def set_story_path(self, run_id: int, path: str | Path) -> None:
+        """Record where the run's latest story was saved (the story step is written before the file)."""
+        with self._db("write to", create=False) as con:
+            row = None if con is None else con.execute(
+                "SELECT id, data FROM steps WHERE run_id = ? AND kind = 'story' ORDER BY id DESC LIMIT 1",
+                (int(run_id),)).fetchone()
+            if con is None or row is None:
+                raise HistoryError(f"{self.path}: run {run_id} has no story in the history")
+            data = _loads(row["data"])
+            if isinstance(data, dict):
+                data["path"] = str(path)
+                with con:
+                    con.execute("UPDATE steps SET data = ? WHERE id = ?",
+                                (json.dumps(data, ensure_ascii=False), row["id"]))
+
     def delete_run(self, run_id: int) -> None:
         with self._db("write to", create=False) as con:
             if con is not None:
@@ -390,8 +405,12 @@ def _summary(run: dict[str, Any], steps: list[tuple[str, Any]]) -> dict[str, Any
                 top = (r.get("top") or [{}])[0] if isinstance(r, dict) else {}
                 if top.get("label") and top["label"] not in out["labels"]:
                     out["labels"].append(top["label"])
+        elif kind == "story" and data.get("blocked"):  # a refusal is a row too, not a blank one
+            out["refused"] = data.get("rail") or "input"
+            out["labels"] = out["labels"] or list(data.get("labels") or [])
         elif kind == "story" and (data.get("story") or data.get("text")):
             out["story"] = data.get("story") or data.get("text")
+            out["labels"] = out["labels"] or list(data.get("labels") or [])  # a story-only run: its labels
         elif kind == "picture":
             out["prompt"] = data.get("prompt") or out["prompt"]
             if data.get("path"):

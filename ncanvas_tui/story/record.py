@@ -43,4 +43,17 @@ def keep(settings: Settings, result: StoryResult, *, history: bool = True,
     story = result.to_story()
     story.run_id = run_id
     result.path = save_story(settings, story)
+    if history and run_id is not None:  # the step was written before the file: record where it went
+        set_story_path(settings, run_id, result.path)
     return result.path
+
+
+def set_story_path(settings: Settings, run_id: int, path: Path | str) -> None:
+    """Best effort, like ``record_history``: a history problem is logged, never fatal."""
+    try:
+        from ncanvas_tui.history.store import open_history
+
+        with open_history(settings) as h:
+            h.set_story_path(run_id, path)
+    except (ImportError, NcanvasError) as e:
+        log.warning("story path not saved to history: %s", e)

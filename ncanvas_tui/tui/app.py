@@ -23,7 +23,7 @@ from textual.screen import Screen
 
 from ncanvas_tui.settings import Settings
 from ncanvas_tui.tui.messages import LogLine
-from ncanvas_tui.tui.navigation import SCREENS, fkey
+from ncanvas_tui.tui.navigation import SCREENS, fkey, pretty_key
 
 LOGGERS = ("ncanvas_tui", "Polygraphy", "polygraphy", "tensorrt", "nemoguardrails")  # Polygraphy: G_LOGGER's name
 #: the least level of a logger (and its children) that reaches the log panel; INFO for the rest
@@ -151,6 +151,21 @@ class NcanvasApp(App[int]):
                 out.setdefault(b.id, ("Infer", b.key, b.description))
         return out
 
+    def key_for(self, binding_id: str) -> str:
+        """The key that runs ``binding_id`` now (remapped with [tui].keys, else the default), for hints:
+        "Ctrl+N"; a screen switch is its function key (F3), as on the navigation strip."""
+        mapped = self._keymap.get(binding_id)
+        if mapped:
+            key = mapped.split(",")[0]
+        elif binding_id.startswith("screen_") and binding_id[7:] in SCREENS:
+            key = fkey(binding_id[7:])
+        else:
+            ids = getattr(self, "_binding_ids", None)
+            if ids is None:
+                ids = self._binding_ids = self.binding_ids()
+            key = ids.get(binding_id, ("", binding_id, ""))[1].split(",")[0]
+        return pretty_key(key)
+
     # -- life cycle ----------------------------------------------------------
     def on_mount(self) -> None:
         theme = self.settings.tui.theme
@@ -187,6 +202,16 @@ class NcanvasApp(App[int]):
 
                 self._story_runner = StoryRunner(self.settings)
             return self._story_runner
+
+    def use_llm_model(self, model: str) -> None:
+        """Write stories with ``model`` (chosen from the endpoint's own list) for the rest of the session."""
+        if model == self.settings.llm.model:
+            return
+        self.settings = self.settings.replace("llm", model=model)
+        with self._runner_lock:
+            old, self._story_runner = self._story_runner, None
+        if old is not None:
+            threading.Thread(target=old.close, daemon=True, name="story-runner-close").start()
 
     def on_unmount(self) -> None:
         if self._story_runner is not None:
@@ -240,7 +265,26 @@ class NcanvasApp(App[int]):
                                 "outside a text field)",
                                 lambda mode=mode: self.action_show(mode))
         yield SystemCommand("Help", "Keys and how the screens fit together (?)", self.action_help)
+        yield from self._action_commands()
         yield from super().get_system_commands(screen)
+
+    def _action_commands(self) -> Iterable[SystemCommand]:
+        """Every screen's actions (build, verify, export, ...): the palette goes to the screen and runs it."""
+        for mode, (title, _digit) in SCREENS.items():
+            for b in getattr(screen_class(mode), "BINDINGS", []):
+                if not isinstance(b, Binding) or not b.id or b.id == "cancel":
+                    continue
+                yield SystemCommand(f"{title}: {b.description}", f"{b.description} on {title} "
+                                    f"({self.key_for(b.id)} there)",
+                                    lambda mode=mode, action=b.action: self._run_on(mode, action))
+
+    def _run_on(self, mode: str, action: str) -> None:
+        self.action_show(mode)
+
+        async def run() -> None:
+            await self.run_action(action, self.screen)
+
+        self.call_after_refresh(run)
 
     # -- errors ----------------------------------------------------------------
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -275,7 +319,9 @@ def _freeze_heap() -> None:
 
 def run_app(settings: Settings) -> int:
     """Open the app on this terminal; returns the exit code."""
-    previews = getattr(settings.tui, "previews", "auto")
+    from ncanvas_tui.tui.terminal import choose_previews
+
+    previews = choose_previews(getattr(settings.tui, "previews", "auto"))
     if previews != "off":
         # textual-image asks the terminal for its cell size and graphics support;
         # that has to happen before Textual owns the terminal.

@@ -21,3 +21,16 @@ SCREENS: dict[str, tuple[str, str]] = {
 def fkey(mode: str) -> str:
     """The function key of a screen: F2 for the first (1), ..., F6 for the fifth (5)."""
     return f"f{int(SCREENS[mode][1]) + 1}"
+
+
+_NAMES = {"escape": "Esc", "question_mark": "?", "delete": "Del", "backspace": "Backspace", "enter": "Enter",
+          "tab": "Tab", "space": "Space"}
+
+
+def pretty_key(key: str) -> str:
+    """``ctrl+n`` -> ``Ctrl+N``, ``f3`` -> ``F3``, ``escape`` -> ``Esc``, ``m`` -> ``M``."""
+    parts = key.strip().split("+")
+    out = [p.capitalize() for p in parts[:-1]]
+    last = parts[-1]
+    out.append(_NAMES.get(last, last.upper() if len(last) <= 3 else last.capitalize()))
+    return "+".join(out)

@@ -63,6 +63,10 @@ class NcScreen(Screen):
     def compose_body(self) -> ComposeResult:  # pragma: no cover - overridden
         yield from ()
 
+    def key(self, binding_id: str) -> str:
+        """The key in force for ``binding_id`` ("Ctrl+N", "F3"): every hint is derived from it."""
+        return str(self.app.key_for(binding_id))  # type: ignore[attr-defined]
+
     @property
     def settings(self) -> Any:
         return self.app.settings  # type: ignore[attr-defined]

@@ -37,7 +37,9 @@ class BuildForm(ModalScreen[BuildRequest | None]):
             yield Label(f"Build {self.model}", classes="pane-title")
             with Horizontal(classes="form-row"):
                 yield Label("precision")
-                yield Select([(p, p) for p in PRECISIONS], value=self.settings.inference.precision,
+                built = [p for p in PRECISIONS if p != "auto"]  # a build is of one precision
+                chosen = self.settings.inference.precision
+                yield Select([(p, p) for p in built], value=chosen if chosen in built else "fp16",
                              allow_blank=False, id="build-precision")
                 yield Label("backend")
                 yield Select([(x, x) for x in BACKENDS], value=self.backend, allow_blank=False,

@@ -109,8 +109,10 @@ class EnginesScreen(NcScreen):
                 yield layers
         with Horizontal(id="engines-progress-row"):
             yield ProgressBar(total=100, show_eta=False, id="engines-progress")
-            yield Label("P prep · B build · V verify · N bench · D delete · Esc cancels", id="engines-phase",
-                        markup=False)
+            k = self.key
+            yield Label(f"{k('engines_prep')} prep · {k('engines_build')} build · {k('engines_verify')} verify · "
+                        f"{k('engines_bench')} bench · {k('engines_delete')} delete · {k('cancel')} cancels",
+                        id="engines-phase", markup=False)
         yield LogPanel(id="engines-log")
 
     def on_mount(self) -> None:
@@ -190,7 +192,7 @@ class EnginesScreen(NcScreen):
     # -- actions ----------------------------------------------------------------------------------
     def _busy(self) -> bool:
         if self._job is not None:
-            self.notify(f"{self._job.name} is running (Esc cancels it)", severity="warning")
+            self.notify(f"{self._job.name} is running ({self.key('cancel')} cancels it)", severity="warning")
             return True
         return False
 
@@ -301,7 +303,7 @@ class EnginesScreen(NcScreen):
         bar = self.query_one("#engines-progress", ProgressBar)
         bar.update(total=None, progress=0)
         bar.add_class("running")
-        self.query_one("#engines-phase", Label).update(f"{name}: starting… (Esc cancels)")
+        self.query_one("#engines-phase", Label).update(f"{name}: starting… ({self.key('cancel')} cancels)")
         self._await_job(self._job)
 
     @work(exit_on_error=False, group="engines-job", description="engine job")
@@ -358,7 +360,7 @@ class EnginesScreen(NcScreen):
         label = f"{event.job}: {phase}"
         if event.total:
             label += f" ({event.done:.0f}/{event.total:.0f})"
-        self.query_one("#engines-phase", Label).update(label + "  · Esc cancels")
+        self.query_one("#engines-phase", Label).update(label + f"  · {self.key('cancel')} cancels")
 
     def job_ended(self, worker: Any, failed: bool) -> None:
         if worker.group == "engines-job" and failed:

@@ -5,6 +5,7 @@ Ids are what ``[tui].keys`` in settings.toml remaps, e.g. ``keys = { infer_run =
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.table import Table
@@ -17,13 +18,21 @@ from textual.widgets import Static
 
 GUIDE = """\
 [b]ncanvas[/b] turns pictures into stories and stories back into pictures.
- [b]F2/1 Engines[/b]  models and built engines: prep, build (fp32/fp16/int8), verify, bench, delete
- [b]F3/2 Infer[/b]    type a path or browse the tree, Enter adds an image (up to 8), Ctrl+R classifies
- [b]F4/3 Story[/b]    labels from the last inference + style + theme -> a story (Ctrl+R), continue it (Ctrl+N)
- [b]F5/4 Imagine[/b]  the story distilled into a prompt (Ctrl+D), drawn by the image API (Ctrl+R)
- [b]F6/5 History[/b]  every run saved; Enter opens one, M / J export Markdown / JSON
-F2-F6 switch screens from anywhere (text fields too); so do the number keys 1-5 outside a text field. F1 or ? is this help. Esc cancels what is running. Ctrl+P opens the command palette. Tab moves between fields.
-Settings live in settings.toml (every key documented there); remap keys with \\[tui].keys = {id = "key"}."""
+ [b]{screen_engines} Engines[/b]  models and built engines: prep ({engines_prep}), build ({engines_build}), verify ({engines_verify}), bench ({engines_bench}), delete ({engines_delete})
+ [b]{screen_infer} Infer[/b]    type a path (Tab completes) or browse the tree, Enter adds an image (up to 8), {infer_run} classifies
+ [b]{screen_story} Story[/b]    labels from the last inference + style + theme -> a story ({story_write}), continue it ({story_continue}), copy ({story_copy})
+ [b]{screen_imagine} Imagine[/b]  the story distilled into a prompt ({imagine_distil}), drawn by the image API ({imagine_draw})
+ [b]{screen_history} History[/b]  every run saved; Enter opens one, {history_export_md} / {history_export_json} export Markdown / JSON
+{screen_engines}-{screen_history} switch screens from anywhere (text fields too); so do the number keys 1-5 outside a text field. {help_f1} or ? is this help. {cancel} cancels what is running. Ctrl+P opens the command palette (every action). Tab moves between fields.
+Settings live in settings.toml (every key documented there); remap keys with \\[tui].keys = {{id = "key"}}."""
+
+
+def guide(key_for: Callable[[str], str]) -> str:
+    """The guide with the keys in force (remapped ones included)."""
+    import re
+
+    ids = set(re.findall(r"{(\w+)}", GUIDE))
+    return GUIDE.format(**{i: key_for(i) for i in ids})
 
 
 def _keys_of(binding_key: str, keymap: dict[str, list[str]] | dict, bid: str) -> str:
@@ -52,7 +61,7 @@ class HelpScreen(ModalScreen[None]):
         for bid, (where, key, desc) in self.bindings.items():
             table.add_row(where, _keys_of(key, keymap, bid), desc, bid)
         with VerticalScroll(id="help-box"):
-            yield Static(Text.from_markup(GUIDE), id="help-guide")
+            yield Static(Text.from_markup(guide(self.app.key_for)), id="help-guide")  # type: ignore[attr-defined]
             yield Static(table, id="help-keys")
             yield Static("Esc closes this help.", classes="hint")
 

@@ -47,12 +47,14 @@ class HistoryScreen(NcScreen):
         Binding("m", "export('md')", "Export .md", id="history_export_md"),
         Binding("j", "export('json')", "Export .json", id="history_export_json"),
         Binding("r", "reload", "Reload", id="history_reload"),
+        Binding("delete", "delete_run", "Delete run", id="history_delete"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.runs: list[dict[str, Any]] = []
         self.open_id: Any = None
+        self._armed: tuple[Any, float] | None = None  # (run id, when) of the first Delete press
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="history-main"):
@@ -86,10 +88,12 @@ class HistoryScreen(NcScreen):
         table.clear()
         for r in runs:
             table.add_row(str(r["id"]), str(r.get("created", ""))[:16].replace("T", " "), str(r.get("images", 0)),
-                          _short(", ".join(r.get("labels", [])), 28), "✓" if r.get("story") else "",
+                          _short(", ".join(r.get("labels", [])), 28),
+                          "✓" if r.get("story") else ("refused" if r.get("refused") else ""),
                           "✓" if r.get("picture") else "", key=str(r["id"]))
         empty = self.query_one("#history-empty", Static)
-        empty.update("" if runs else "No runs yet: classify images on Infer (2) and they are saved here.")
+        empty.update("" if runs else f"No runs yet: classify images on Infer ({self.key('screen_infer')}) "
+                     "and they are saved here.")
 
     @on(DataTable.RowSelected, "#history-table")
     def _open(self, event: DataTable.RowSelected) -> None:
@@ -120,10 +124,46 @@ class HistoryScreen(NcScreen):
             return int(table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value or 0)
         return None
 
+    def _cursor_id(self) -> Any:
+        table = self.query_one("#history-table", DataTable)
+        if table.row_count and table.cursor_row is not None:
+            return int(table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value or 0)
+        return None
+
+    def action_delete_run(self) -> None:
+        """Delete the highlighted run: the first press asks, a second within 5 s deletes."""
+        import time
+
+        run_id = self._cursor_id()
+        if run_id is None:
+            self.notify("no run to delete", severity="warning")
+            return
+        key = self.key("history_delete")
+        if self._armed is None or self._armed[0] != run_id or time.monotonic() - self._armed[1] > 5:
+            self._armed = (run_id, time.monotonic())
+            self.notify(f"delete run {run_id} from the history? {key} again to delete (files stay)",
+                        severity="warning")
+            return
+        self._armed = None
+        self._delete(run_id)
+
+    @work(thread=True, exit_on_error=False, group="history-delete", description="delete run")
+    def _delete(self, run_id: int) -> None:
+        services.history(self.settings).delete_run(run_id)
+        app: Any = self.app
+        if getattr(app, "run_id", None) == run_id:  # the next story / picture starts a new run
+            app.call_from_thread(setattr, app, "run_id", None)
+        if self.open_id == run_id:
+            self.open_id = None
+        app.call_from_thread(self.notify, f"run {run_id} deleted")
+        runs = services.history(self.settings).list_runs(limit=200)
+        app.call_from_thread(self._show_runs, runs)
+
     def action_export(self, fmt: str) -> None:
         run_id = self._selected_id()
         if run_id is None:
-            self.notify("no run to export: classify images on Infer (2) first", severity="warning")
+            self.notify(f"no run to export: classify images on Infer ({self.key('screen_infer')}) first",
+                        severity="warning")
             return
         self._export(run_id, fmt)
 

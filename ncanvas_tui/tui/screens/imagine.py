@@ -30,6 +30,16 @@ PROVIDERS = ("openai", "nvidia", "sdwebui")
 NO_STYLE = "(none)"
 
 
+class PromptArea(TextArea):
+    """The picture prompt: a TextArea that leaves F6 (History's key, "select line" in TextArea)
+    to the app, so the function keys switch screens from here too."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "select_line":
+            return False  # the key goes on to the app's binding
+        return super().check_action(action, parameters)
+
+
 def simple_prompt(story: str, labels: list[str], limit: int = 300) -> str:
     """A picture prompt without the LLM: the labels and the story's opening sentences."""
     text = " ".join(story.replace("#", " ").split())
@@ -47,14 +57,25 @@ def simple_prompt(story: str, labels: list[str], limit: int = 300) -> str:
 
 class ImagineScreen(NcScreen):
     MODE = "imagine"
-    AUTO_FOCUS = ""
+    AUTO_FOCUS = "#imagine-prompt"  # what the user types on a first visit lands in the prompt
     CSS_PATH = "imagine.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "draw", "Draw", id="imagine_draw"),
         Binding("ctrl+g", "regenerate", "New seed", id="imagine_regenerate"),
-        Binding("ctrl+d", "distil", "Distil prompt", id="imagine_distil"),
+        # priority: the prompt's TextArea binds Ctrl+D to "delete right"
+        Binding("ctrl+d", "distil", "Distil prompt", id="imagine_distil", priority=True),
+        Binding("ctrl+y", "copy", "Copy prompt", id="imagine_copy", priority=True),  # over the prompt's redo
         Binding("escape", "cancel", "Cancel", id="cancel"),
     ]
+
+    def action_copy(self) -> None:
+        from ncanvas_tui.tui import clipboard
+
+        prompt = self.query_one("#imagine-prompt", TextArea).text.strip()
+        if not prompt:
+            self.notify("no prompt to copy yet", severity="warning")
+            return
+        clipboard.copy(self.app, prompt, "prompt", self.settings.paths.output)
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,12 +86,19 @@ class ImagineScreen(NcScreen):
         styles, _themes = style_theme_names()
         styles = [NO_STYLE, *[x for x in styles if x != RANDOM]]
         s = self.settings
-        yield Label("Picture prompt (Ctrl+D distils it from the story; edit freely)", classes="pane-title")
-        yield TextArea("", id="imagine-prompt", soft_wrap=True)
+        yield Label(f"Picture prompt ({self.key('imagine_distil')} distils it from the story; edit freely)",
+                    classes="pane-title")
+        yield PromptArea("", id="imagine-prompt", soft_wrap=True)
         with Horizontal(classes="form-row", id="imagine-options"):
+            yield Label("style", classes="select-label")
             yield Select([(x, x) for x in styles], value=NO_STYLE, allow_blank=False, compact=True, id="imagine-style")
+            yield Label("provider", classes="select-label")
             yield Select([(p, p) for p in PROVIDERS], value=s.imagegen.provider, allow_blank=False, compact=True,
                          id="imagine-provider")
+            yield Label("model", classes="select-label")
+            yield Select([(s.imagegen.model, s.imagegen.model)], value=s.imagegen.model, allow_blank=False,
+                         compact=True, id="imagine-model")
+        with Horizontal(classes="form-row", id="imagine-inputs"):
             yield Input(placeholder="negative prompt (what to avoid)", value=s.imagegen.negative,
                         id="imagine-negative")
             yield Input(placeholder="random", restrict=r"[0-9]*", max_length=10, id="imagine-seed")
@@ -83,6 +111,18 @@ class ImagineScreen(NcScreen):
         self.query_one("#imagine-negative", Input).border_title = "negative prompt"
         self.query_one("#imagine-seed", Input).border_title = "seed"
         self._check_config()
+        self._list_models()
+
+    @work(thread=True, exclusive=True, group="imagine-models", exit_on_error=False, description="model list")
+    def _list_models(self) -> None:
+        """The image endpoint's own models (GET /models) in the model select."""
+        from ncanvas_tui.probe import probe_section
+        from ncanvas_tui.tui.screens.story import _offer
+
+        found = probe_section(self.settings.imagegen)
+        if found.models:
+            self.app.call_from_thread(_offer, self.query_one("#imagine-model", Select), found.models,
+                                      self.settings.imagegen.model)
 
     def on_screen_resume(self) -> None:
         app: Any = self.app
@@ -96,8 +136,11 @@ class ImagineScreen(NcScreen):
 
     def _settings_for_provider(self) -> Any:
         provider = str(self.query_one("#imagine-provider", Select).value)
+        model = self.query_one("#imagine-model", Select).value
         s = self.settings
-        return s if provider == s.imagegen.provider else s.replace("imagegen", provider=provider)
+        if provider != s.imagegen.provider:
+            return s.replace("imagegen", provider=provider)
+        return s if not isinstance(model, str) or model == s.imagegen.model else s.replace("imagegen", model=model)
 
     def _check_config(self) -> None:
         if self._busy:
@@ -122,7 +165,8 @@ class ImagineScreen(NcScreen):
         app: Any = self.app
         story = getattr(app, "story_text", "") or ""
         if not story.strip():
-            self.notify("no story yet: write one on Story (3), or type a prompt here", severity="warning")
+            self.notify(f"no story yet: write one on Story ({self.key('screen_story')}), or type a prompt here",
+                        severity="warning")
             return
         self.status("distilling the story into a picture prompt…")
         self._distil(story, list(getattr(app, "last_labels", [])))
@@ -151,7 +195,7 @@ class ImagineScreen(NcScreen):
     @on(PromptDistilled)
     def _distilled(self, event: PromptDistilled) -> None:
         self.query_one("#imagine-prompt", TextArea).text = event.prompt
-        self.status("prompt ready: edit it if you like, Ctrl+R draws")
+        self.status(f"prompt ready: edit it if you like, {self.key('imagine_draw')} draws")
 
     # -- draw -----------------------------------------------------------------------------------
     def action_regenerate(self) -> None:
@@ -162,11 +206,11 @@ class ImagineScreen(NcScreen):
 
     def action_draw(self, seed: int | None = None) -> None:
         if self._busy:
-            self.notify("a picture is being drawn (Esc cancels)", severity="warning")
+            self.notify(f"a picture is being drawn ({self.key('cancel')} cancels)", severity="warning")
             return
         prompt = self.query_one("#imagine-prompt", TextArea).text.strip()
         if not prompt:
-            self.notify("the prompt is empty: Ctrl+D distils one from the story, or type one",
+            self.notify(f"the prompt is empty: {self.key('imagine_distil')} distils one from the story, or type one",
                         severity="warning")
             self.query_one("#imagine-prompt", TextArea).focus()
             return
@@ -178,7 +222,7 @@ class ImagineScreen(NcScreen):
         self._busy = True
         self.banner("", None)
         settings = self._settings_for_provider()
-        self.status(f"drawing with {settings.imagegen.provider} ({settings.imagegen.model})… Esc cancels")
+        self.status(f"drawing with {settings.imagegen.provider} ({settings.imagegen.model})… {self.key('cancel')} cancels")
         self._draw(settings, prompt, None if style == NO_STYLE else style, negative, seed)
 
     def action_cancel(self) -> None:
@@ -217,7 +261,8 @@ class ImagineScreen(NcScreen):
         box = self.query_one("#imagine-picture", Vertical)
         await box.remove_children()
         await box.mount(Preview(event.path, mode=getattr(app, "previews", "auto"), caption=event.path))
-        seed = f" · seed {event.seed} (Ctrl+G: another seed)" if event.seed is not None else ""
+        seed = (f" · seed {event.seed} ({self.key('imagine_regenerate')}: another seed)"
+                if event.seed is not None else "")
         self.status(f"saved: {event.path}{seed}")
         self.notify(f"picture saved: {Path(event.path).name}")
 

@@ -60,8 +60,24 @@ class InferScreen(NcScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+r", "run", "Classify", id="infer_run"),
         Binding("ctrl+l", "clear", "Clear", id="infer_clear"),
+        Binding("ctrl+y", "copy", "Copy labels", id="infer_copy"),
         Binding("escape", "cancel", "Cancel", id="cancel"),
     ]
+
+    def action_copy(self) -> None:
+        """The labels of the last classification, one image a line (``name: label 87.1%, ...``)."""
+        from pathlib import Path
+
+        from ncanvas_tui.tui import clipboard
+
+        result = getattr(self.app, "last_result", None) or {}
+        lines = [f"{Path(str(r['image'])).name}: "
+                 + ", ".join(f"{t['label']} {t['prob'] * 100:.1f}%" for t in r.get("top", []))
+                 for r in result.get("results", [])]
+        if not lines:
+            self.notify(f"no labels to copy yet: {self.key('infer_run')} classifies", severity="warning")
+            return
+        clipboard.copy(self.app, "\n".join(lines) + "\n", "labels", self.settings.paths.output)
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,7 +100,7 @@ class InferScreen(NcScreen):
                                  allow_blank=False, compact=True, id="infer-precision")
                 with Horizontal(id="previews"):
                     yield Static("Pick images on the left (type a path, or Enter in the tree), "
-                                 "then Ctrl+R to classify.", classes="hint", id="previews-hint")
+                                 f"then {self.key('infer_run')} to classify.", classes="hint", id="previews-hint")
                 with Horizontal(id="infer-progress-row"):
                     yield ProgressBar(total=None, show_eta=False, id="infer-progress")
                     yield Label("", id="infer-status", markup=False)
@@ -109,7 +125,7 @@ class InferScreen(NcScreen):
                         severity="warning")
             return
         if self._job is not None:
-            self.notify("a classification is already running (Esc cancels it)", severity="warning")
+            self.notify(f"a classification is already running ({self.key('cancel')} cancels it)", severity="warning")
             return
         model = str(self.query_one("#infer-model", Select).value)
         backend = str(self.query_one("#infer-backend", Select).value)

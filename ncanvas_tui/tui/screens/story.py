@@ -59,16 +59,23 @@ class StoryScreen(NcScreen):
         styles, themes = style_theme_names()
         s = self.settings
         with Horizontal(classes="form-row", id="story-choices"):
+            yield Label("style", classes="select-label")
             yield Select([(x, x) for x in styles], value=RANDOM if RANDOM in styles else styles[0],
                          allow_blank=False, compact=True, id="story-style")
+            yield Label("theme", classes="select-label")
             yield Select([(x, x) for x in themes], value=RANDOM if RANDOM in themes else themes[0],
                          allow_blank=False, compact=True, id="story-theme")
+            yield Label("language", classes="select-label")
             yield Select([("English", "en"), ("中文", "zh")], value=s.llm.language, allow_blank=False, compact=True,
                          id="story-language")
+            yield Label("model", classes="select-label")
+            yield Select([(s.llm.model, s.llm.model)], value=s.llm.model, allow_blank=False, compact=True,
+                         id="story-model")
         yield Input(placeholder="labels, comma-separated (from the last inference)", id="story-labels")
         yield Input(placeholder="your own words for the story (optional)", id="story-prompt")
         yield Static("", classes="banner", id="story-banner", markup=False)
-        yield Label("Ctrl+R writes a story from the labels; Ctrl+N continues it.", id="story-status",
+        yield Label(f"{self.key('story_write')} writes a story from the labels; {self.key('story_continue')} "
+                    "continues it.", id="story-status",
                     markup=False)
         with VerticalScroll(id="story-scroll"):
             yield Markdown("", id="story-md")
@@ -77,6 +84,22 @@ class StoryScreen(NcScreen):
         self.query_one("#story-labels", Input).border_title = "labels (from the last inference; edit freely)"
         self.query_one("#story-prompt", Input).border_title = "your words (optional)"
         self._check_config()
+        self._list_models()
+
+    @work(thread=True, exclusive=True, group="story-models", exit_on_error=False, description="model list")
+    def _list_models(self) -> None:
+        """The endpoint's own models (GET /models) in the model select; the current one stays chosen."""
+        from ncanvas_tui.probe import probe_section
+
+        found = probe_section(self.settings.llm)
+        if found.models:
+            self.app.call_from_thread(_offer, self.query_one("#story-model", Select), found.models,
+                                      self.settings.llm.model)
+
+    @on(Select.Changed, "#story-model")
+    def _model_chosen(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.app.use_llm_model(event.value)  # type: ignore[attr-defined]
 
     def on_screen_resume(self) -> None:
         labels = tuple(getattr(self.app, "last_labels", []) or [])
@@ -108,7 +131,7 @@ class StoryScreen(NcScreen):
 
     def action_continue_story(self) -> None:
         if not self.text.strip():
-            self.notify("nothing to continue yet: Ctrl+R writes a story first", severity="warning")
+            self.notify(f"nothing to continue yet: {self.key('story_write')} writes a story first", severity="warning")
             return
         self._start(continuing=True)
 
@@ -123,8 +146,9 @@ class StoryScreen(NcScreen):
         if not self.text.strip():
             self.notify("no story to copy yet", severity="warning")
             return
-        self.app.copy_to_clipboard(self.text)
-        self.notify("story copied to the clipboard (OSC 52; your terminal must allow it)")
+        from ncanvas_tui.tui import clipboard
+
+        clipboard.copy(self.app, self.text, "story", self.settings.paths.output)
 
     def action_save(self) -> None:
         if not self.text.strip():
@@ -141,16 +165,22 @@ class StoryScreen(NcScreen):
                       theme=meta.get("theme"), language=meta.get("language") or "en",
                       prompt=meta.get("prompt"), model=meta.get("model"))
         path = storyfile.save_story(self.settings, story)
+        run_id = getattr(self.app, "run_id", None)
+        if getattr(self.app, "record_history", False) and run_id is not None:
+            from ncanvas_tui.story.record import set_story_path
+
+            set_story_path(self.settings, run_id, path)  # the history's story step says where it went
         self.app.call_from_thread(self.notify, f"story saved: {path}")
 
     def _start(self, continuing: bool) -> None:
         if self._writing:
-            self.notify("a story is being written (Esc cancels it)", severity="warning")
+            self.notify(f"a story is being written ({self.key('cancel')} cancels it)", severity="warning")
             return
         labels_text = self.query_one("#story-labels", Input).value
         labels = [x.strip() for x in labels_text.split(",") if x.strip()]
         if not labels and not continuing:
-            self.notify("no labels: classify some images on Infer (2), or type labels here", severity="warning")
+            self.notify(f"no labels: classify some images on Infer ({self.key('screen_infer')}), or type labels here",
+                        severity="warning")
             self.query_one("#story-labels", Input).focus()
             return
         problem = services.llm_problem(self.settings)
@@ -158,10 +188,16 @@ class StoryScreen(NcScreen):
             self.banner(problem, "warning")
             self.notify(problem, severity="error", timeout=10)
             return
+        style = str(self.query_one("#story-style", Select).value)
+        theme = str(self.query_one("#story-theme", Select).value)
+        if continuing:  # the continuation keeps the story's style and theme ("(random)" is not re-rolled)
+            meta = dict(getattr(self.app, "story_meta", {}) or {})
+            style = str(meta.get("style") or style)
+            theme = str(meta.get("theme") or theme)
         req = {
             "labels": labels,
-            "style": str(self.query_one("#story-style", Select).value),
-            "theme": str(self.query_one("#story-theme", Select).value),
+            "style": style,
+            "theme": theme,
             "language": str(self.query_one("#story-language", Select).value),
             "prompt": self.query_one("#story-prompt", Input).value.strip() or None,
             # the pictures of the last classification ([llm].vision sends them; the history keeps their paths)
@@ -178,7 +214,7 @@ class StoryScreen(NcScreen):
             self.text = ""
             md.update("")
         self._stream = Markdown.get_stream(md)
-        self.status("writing… (Esc cancels)" if not continuing else "continuing… (Esc cancels)")
+        self.status(f"{'continuing' if continuing else 'writing'}… ({self.key('cancel')} cancels)")
         self._write(req, self.text if continuing else None)
 
     @work(thread=True, exclusive=True, group="story", exit_on_error=False, description="story")
@@ -233,6 +269,9 @@ class StoryScreen(NcScreen):
                                         cancelled=cancelled))
         if not result.blocked and ((result.story or "").strip() or cancelled):
             self.app.call_from_thread(self._remember, result.story if not cancelled else None, meta)
+        elif result.blocked and getattr(app, "record_history", False):  # a refusal is in the history too
+            self.app.call_from_thread(self._record, {**meta, "story": "", "blocked": True, "rail": result.rail,
+                                                     "message": result.message})
 
     def _remember(self, story: str | None, meta: dict[str, Any]) -> None:
         app: Any = self.app
@@ -280,19 +319,29 @@ class StoryScreen(NcScreen):
         if event.story:
             self.text = event.story
             await md.update(self.text)
-        if event.cancelled:
-            self.status(f"cancelled; kept {len(self.text.split())} words (Ctrl+N continues)")
+        if event.cancelled and not self.text.strip():
+            self.status(f"cancelled before any words arrived; {self.key('story_write')} writes a story")
+        elif event.cancelled:
+            self.status(f"cancelled; kept {len(self.text.split())} words ({self.key('story_continue')} continues)")
         elif event.message:
             self.banner(f"The story stopped: {event.message}"
                         + (" (what arrived is kept)" if self.text.strip() else ""), "error")
             self.status("failed (see the banner)")
         else:
-            self.status(f"{len(self.text.split())} words · Ctrl+N continues, Ctrl+S saves, Ctrl+Y copies, "
-                        f"then 4 for a picture")
+            k = self.key
+            self.status(f"{len(self.text.split())} words · {k('story_continue')} continues, {k('story_save')} saves, "
+                        f"{k('story_copy')} copies, then {k('screen_imagine')} for a picture")
 
     def job_ended(self, worker: Any, failed: bool) -> None:
         if worker.group == "story" and failed:
             self._writing = False
+
+
+def _offer(select: Select, models: list[str], current: str) -> None:
+    """Fill ``select`` with ``models`` (the current one first when the endpoint does not list it)."""
+    names = models if current in models else [current, *models]
+    select.set_options([(m, m) for m in names])
+    select.value = current
 
 
 def _one_line(e: BaseException) -> str:

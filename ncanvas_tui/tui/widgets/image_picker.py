@@ -67,8 +67,31 @@ class PathSuggester(Suggester):
         return await asyncio.to_thread(_complete, value)
 
 
+class PathInput(Input):
+    """The path field: Tab accepts the suggestion shown (like Right at the end of the text);
+    with no suggestion, Tab moves the focus on as everywhere else."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("tab", "complete", "Complete", show=False, id="picker_complete"),
+    ]
+
+    def action_complete(self) -> None:
+        if self._suggestion and self._suggestion != self.value:
+            self.value = self._suggestion
+            self.cursor_position = len(self.value)
+        else:
+            self.screen.focus_next()
+
+
 class ImageTree(DirectoryTree):
-    """A directory tree that shows folders and image files only (no dot files)."""
+    """A directory tree that shows folders and image files only (no dot files), with emoji or
+    plain icons (``[tui].icons``; see ``tui/terminal.py``)."""
+
+    def __init__(self, path: str | Path, *, icons: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        if icons:
+            self.ICON_NODE, self.ICON_NODE_EXPANDED = icons["node"], icons["node_expanded"]
+            self.ICON_FILE = icons["file"]
 
     def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
         out = []
@@ -115,10 +138,14 @@ class ImagePicker(Vertical):
 
     def compose(self) -> ComposeResult:
         start = str(self.root) + os.sep if self.root.is_dir() else ""
-        yield Input(value=start, placeholder="image or folder path (Tab completes, Enter adds)",
+        yield PathInput(value=start, placeholder="image or folder path (Tab completes, Enter adds)",
                     suggester=PathSuggester(), id="picker-input", select_on_focus=False)
         root = self.root if self.root.is_dir() else Path.home()
-        yield ImageTree(root, id="picker-tree")
+        from ncanvas_tui.tui.terminal import choose_icons
+
+        settings = getattr(self.app, "settings", None)
+        yield ImageTree(root, id="picker-tree",
+                        icons=choose_icons(getattr(getattr(settings, "tui", None), "icons", "auto")))
         yield Label(self._count_text(), id="picker-count", markup=False)
         yield SelectedList(id="picker-selected")
 

@@ -18,6 +18,15 @@ from ncanvas_tui.tui.messages import LogLine
 LEVEL_STYLE = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}
 
 
+NAMED = (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+def level_name(levelno: int) -> str:
+    """The standard name at or below ``levelno``: a library's own level (TensorRT's 22, say) reads as
+    INFO, never as "Level 22"."""
+    return logging.getLevelName(next((n for n in NAMED if levelno >= n), logging.DEBUG))
+
+
 class TuiLogHandler(logging.Handler):
     """Posts every record to the app as a ``LogLine`` (safe from any thread)."""
 
@@ -29,7 +38,7 @@ class TuiLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-            self.app.post_message(LogLine(record.levelname, record.name, text))
+            self.app.post_message(LogLine(level_name(record.levelno), record.name, text))
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
