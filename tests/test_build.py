@@ -181,6 +181,10 @@ def test_rtx_build_cli_json_and_progress(settings_path, workdir, cli, need_rtx):
     assert a["file"] == f"tiny.tensorrt-rtx.fp16.{data['id']}.plan" and a["opt_level"] == 1
     assert a["batch"] == [1, 2, 4] and Path(data["path"]).is_file()
     assert "preparing ONNX" in r.stderr and "Building engine" in r.stderr
+    import re
+
+    assert "saved tiny.tensorrt-rtx.fp16." in r.stderr   # one build, one duration (in its result), not two
+    assert not re.search(r"built \S+ in [0-9.]+ s", r.stderr), r.stderr
     r = cli("engines", "list", "--json", "--settings", str(settings_path))
     assert [e["id"] for e in json.loads(r.stdout)["artefacts"]] == [data["id"]]
 

@@ -133,3 +133,18 @@ def test_bench_in_the_worker_sees_the_job_cancel(settings) -> None:
     with pytest.raises(CancelledError):
         job.future.result(timeout=30)
     assert time.monotonic() - t0 < 10
+
+
+def test_bench_text_prints_the_two_figures_its_ratio_is_made_of() -> None:
+    """ours/raw is computed from two printed columns, not from a figure the table does not show."""
+    from ncanvas_tui.bench import format_bench
+
+    row = {"batch": 1, "p50_ms": 90.0, "p90_ms": 91.0, "p99_ms": 92.0, "images_per_s": 11.0,
+           "preprocess_ms": 2.0, "infer_ms": 88.74, "postprocess_ms": 0.1, "infer_only_ms": 25.3,
+           "raw_infer_ms": 87.98, "infer_vs_raw": 0.288}
+    text = format_bench({"model": "m", "backend": "onnxruntime", "precision": "fp32", "images": 1,
+                         "results": [row]})
+    header, values = text.splitlines()[1], text.splitlines()[2].split()
+    assert "ours ms" in header and "raw ms" in header and "ours/raw" in header
+    ours, raw, ratio = float(values[8]), float(values[9]), float(values[10])  # the columns in that order
+    assert (ours, raw) == (25.3, 87.98) and ours / raw == pytest.approx(ratio, rel=0.01)
