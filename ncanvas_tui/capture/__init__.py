@@ -156,7 +156,7 @@ class Capture:
     def close(self) -> None:
         self._cap.release()
 
-    def __enter__(self) -> Capture:
+    def __enter__(self) -> Capture:  # noqa: PYI034 - Self needs typing_extensions on 3.10
         return self
 
     def __exit__(self, *exc: object) -> None:

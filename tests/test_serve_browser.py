@@ -1,0 +1,171 @@
+"""``ncanvas serve`` in a real headless browser (Debian's chromium + chromium-driver through Selenium;
+nothing downloaded at run time). The page draws the app on a canvas, so results are read through
+the app's own records (History), not the DOM. The token is checked on every path; without it the
+server refuses; a second tab is told the one session is taken. Loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+pytest.importorskip("textual_serve")
+webdriver = pytest.importorskip("selenium.webdriver")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    def __init__(self, settings_path: Path, tmp: Path) -> None:
+        self.port = free_port()
+        self.err = tmp / "serve.err"
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ncanvas_tui", "serve", "--port", str(self.port),
+             "--settings", str(settings_path)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=self.err.open("wb"), text=True, env=env,
+            start_new_session=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 30
+        self.url = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "ncanvas serve: open " in line:
+                self.url = line.split("open ", 1)[1].strip()
+                break
+            if not line and self.proc.poll() is not None:
+                break
+        assert self.url, f"serve printed no URL: {self.err.read_text()}"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.token = self.url.split("token=", 1)[1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def status(url: str, cookie: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        return None
+
+
+@pytest.fixture
+def served(settings_path, tmp_path):
+    s = Served(settings_path, tmp_path)
+    yield s
+    s.stop()
+
+
+def test_token_is_required_on_every_path_and_never_logged(served):
+    for path in ("/", "/ws", "/static/js/textual.js", "/static/css/xterm.css"):
+        code, _ = status(served.base + path)
+        assert code == 401, path
+        code, _ = status(served.base + path, cookie="ncanvas_token=not-the-token")
+        assert code == 403, path
+    code, _ = status(served.base + "/?token=wrong")
+    assert code == 403
+    code, _ = status(served.url)  # the printed URL: a cookie, and the token leaves the address bar
+    assert code == 303
+    code, page = status(served.base + "/", cookie=f"ncanvas_token={served.token}")
+    assert code == 200 and f"ws://127.0.0.1:{served.port}/ws" in page
+    code, _ = status(served.base + "/static/js/textual.js", cookie=f"ncanvas_token={served.token}")
+    assert code == 200
+    served.stop()
+    log = served.err.read_text()
+    assert "GET / 401" in log and "GET /static/js/textual.js 401" in log
+    assert served.token not in log
+
+
+def history_runs(settings) -> list[dict]:
+    from ncanvas_tui.history import open_history
+
+    with open_history(settings) as h:
+        return [json.loads(json.dumps(r, default=str)) for r in h.list_runs()]
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
+                    "(scripts/dev-setup.sh and .ci/run install them)")
+def test_browser_classifies_with_the_keyboard_and_the_run_is_in_history(served, settings, workdir, tmp_path):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1400,900", f"--user-data-dir={tmp_path / 'chrome'}"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(options=opts, service=Service(DRIVER))
+    try:
+        driver.set_page_load_timeout(30)
+        # without the token: refused, and the browser gets no app
+        driver.get(served.base + "/")
+        assert "open the URL with its token" in driver.page_source
+        driver.get(served.url)
+        assert "?token" not in driver.current_url  # redirected to the bare URL, the cookie kept
+        box = WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "textarea.xterm-helper-textarea"))
+        photo = workdir / "pictures" / "coffee.jpg"
+        deadline = time.monotonic() + 150
+        runs: list = []
+        attempt = 0
+        while not runs and time.monotonic() < deadline:
+            attempt += 1
+            time.sleep(6 if attempt == 1 else 2)  # the app process starts behind the page
+            # the Infer screen: Shift+Tab from the tree to the path input, a path, Enter, Ctrl+R
+            box.send_keys(Keys.SHIFT, Keys.TAB)
+            box.send_keys(Keys.CONTROL, "u")
+            box.send_keys(str(photo))
+            box.send_keys(Keys.ENTER)
+            time.sleep(1)
+            box.send_keys(Keys.CONTROL, "r")
+            until = time.monotonic() + 40
+            while not runs and time.monotonic() < until:
+                time.sleep(1)
+                runs = history_runs(settings) if (workdir / "output" / "history.sqlite3").exists() else []
+        shot = tmp_path / "serve.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000  # a drawn page, not a blank one
+        assert runs, f"no run reached History through the browser; server log:\n{served.err.read_text()}"
+        assert "espresso" in json.dumps(runs)
+        # one session at a time: a second tab is told so
+        code, page = status(served.base + "/", cookie=f"ncanvas_token={served.token}")
+        assert code == 503 and "max_sessions" in page
+    finally:
+        driver.quit()
