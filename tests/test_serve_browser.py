@@ -79,7 +79,7 @@ def status(url: str, cookie: str | None = None) -> tuple[int, str]:
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003
+    def redirect_request(self, *args, **kwargs):
         return None
 
 
