@@ -128,8 +128,7 @@ def make_server(settings: Any, host: str, port: int, url: str, token: str) -> An
             return app
 
         async def on_startup(self, app: Any) -> None:
-            print(f"ncanvas serve: open {url}/?token={token}", flush=True)
-            print(f"ncanvas serve: {max_sessions} session(s) at a time; Ctrl+C stops", flush=True)
+            """textual-serve prints a banner here; the URL is printed once the port listens."""
 
         async def handle_index(self, request: Any) -> Any:
             if self.sessions >= max_sessions:
@@ -149,11 +148,34 @@ def make_server(settings: Any, host: str, port: int, url: str, token: str) -> An
                 NcanvasServer.sessions -= 1
 
         def serve(self, debug: bool = False) -> None:
+            import asyncio
             import logging
+            import signal
 
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-            web.run_app(self._make_app(), host=host, port=port, print=None,
-                        access_log_class=PathOnlyAccessLogger, access_log=logging.getLogger("ncanvas.serve"))
+
+            async def main() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                runner = web.AppRunner(await self._make_app(), access_log_class=PathOnlyAccessLogger,
+                                       access_log=logging.getLogger("ncanvas.serve"))
+                await runner.setup()
+                try:
+                    try:
+                        await web.TCPSite(runner, host, port).start()
+                    except OSError as e:
+                        raise NcanvasError(f"serve: cannot listen on {host}:{port}: "
+                                           f"{e.strerror or e}") from None
+                    # only now that the port listens: the URL (a test or a user may open it at once)
+                    print(f"ncanvas serve: open {url}/?token={token}", flush=True)
+                    print(f"ncanvas serve: {max_sessions} session(s) at a time; Ctrl+C stops", flush=True)
+                    await stop.wait()
+                finally:
+                    await runner.cleanup()
+
+            asyncio.run(main())
 
     server = NcanvasServer(app_command(settings), host=host, port=port, title="ncanvas", public_url=url)
     return server
