@@ -196,3 +196,23 @@ def test_browser_classifies_with_the_keyboard_and_the_run_is_in_history(served, 
         assert code == 503 and "max_sessions" in page
     finally:
         driver.quit()
+
+
+def test_all_interfaces_prints_an_address_a_phone_can_open():
+    from ncanvas_tui.cli.serve import public_url
+
+    url = public_url("0.0.0.0", 8123, None)
+    assert url.startswith("http://") and url.endswith(":8123") and "0.0.0.0" not in url
+    assert public_url("0.0.0.0", 8123, "https://nc.example.lan/") == "https://nc.example.lan"
+    assert public_url("127.0.0.1", 8123, None) == "http://127.0.0.1:8123"
+
+
+def test_a_port_in_use_is_one_line(cli, settings_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = cli("serve", "--port", str(port), "--settings", str(settings_path), timeout=30)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == [f"ncanvas: error: serve: cannot listen on 127.0.0.1:{port}: address already in use"], r.stderr

@@ -167,7 +167,7 @@ def make_server(settings: Any, host: str, port: int, url: str, token: str) -> An
                         await web.TCPSite(runner, host, port).start()
                     except OSError as e:
                         raise NcanvasError(f"serve: cannot listen on {host}:{port}: "
-                                           f"{e.strerror or e}") from None
+                                           f"{str(e).rsplit(': ', 1)[-1]}") from None
                     # only now that the port listens: the URL (a test or a user may open it at once)
                     print(f"ncanvas serve: open {url}/?token={token}", flush=True)
                     print(f"ncanvas serve: {max_sessions} session(s) at a time; Ctrl+C stops", flush=True)
