@@ -95,7 +95,7 @@ def test_frames_out_of_range_and_no_input_are_usage_errors(cli, settings_path, v
     r = cli("infer", "--capture", str(video), "--frames", "9", "--settings", str(settings_path))
     assert r.returncode == 2 and "--frames: must be 1..8, got 9" in one_line(r.stderr)
     r = cli("infer", "--settings", str(settings_path))
-    assert r.returncode == 2 and "give IMAGE... or --capture SOURCE" in one_line(r.stderr)
+    assert r.returncode == 2 and "required: IMAGE (or --capture SOURCE" in one_line(r.stderr)
     r = cli("infer", "--capture", "--settings", str(settings_path))  # no [capture].source either
     assert r.returncode == 2 and "no capture source" in one_line(r.stderr)
 

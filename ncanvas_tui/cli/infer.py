@@ -121,7 +121,8 @@ def capture_paths(args: argparse.Namespace, settings) -> tuple[list, list] | Non
         if args.frames is not None:
             raise NcanvasError("infer: --frames goes with --capture")
         if not args.images:
-            raise NcanvasError("infer: give IMAGE... or --capture SOURCE (see ncanvas infer --help)")
+            raise NcanvasError("infer: the following arguments are required: IMAGE (or --capture SOURCE; "
+                               "see ncanvas infer --help)")
         return None
     if args.images:
         raise NcanvasError("infer: give IMAGE... or --capture SOURCE, not both")

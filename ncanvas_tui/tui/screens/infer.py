@@ -61,7 +61,7 @@ class InferScreen(NcScreen):
         Binding("ctrl+r", "run", "Classify", id="infer_run"),
         Binding("ctrl+l", "clear", "Clear", id="infer_clear"),
         Binding("escape", "cancel", "Cancel", id="cancel"),
-        Binding("ctrl+g", "capture", "Capture", id="infer_capture"),
+        Binding("ctrl+g", "capture", "Capture", id="infer_capture", show=False),
     ]
 
     def __init__(self) -> None:
