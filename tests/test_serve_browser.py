@@ -198,11 +198,13 @@ def test_browser_classifies_with_the_keyboard_and_the_run_is_in_history(served, 
         driver.quit()
 
 
-def test_all_interfaces_prints_an_address_a_phone_can_open():
+def test_all_interfaces_prints_an_address_a_phone_can_open(monkeypatch):
+    from ncanvas_tui.cli import serve
     from ncanvas_tui.cli.serve import public_url
 
-    url = public_url("0.0.0.0", 8123, None)
-    assert url.startswith("http://") and url.endswith(":8123") and "0.0.0.0" not in url
+    # the LAN address itself comes from the routing table (a UDP connect, no packet): not here
+    monkeypatch.setattr(serve, "lan_address", lambda: "192.168.1.23")
+    assert public_url("0.0.0.0", 8123, None) == "http://192.168.1.23:8123"
     assert public_url("0.0.0.0", 8123, "https://nc.example.lan/") == "https://nc.example.lan"
     assert public_url("127.0.0.1", 8123, None) == "http://127.0.0.1:8123"
 
