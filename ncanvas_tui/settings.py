@@ -167,6 +167,19 @@ class TuiSettings:
 
 
 @dataclass(frozen=True)
+class CaptureSettings:
+    # camera index ("0"), video file, rtsp:// URL or GStreamer pipeline ("... ! appsink"); "" = none
+    source: str = _opt("")
+    frames: int = _opt(1, min=1, max=8)  # frames one capture grabs (a burst of up to 8)
+    preview_fps: float = _opt(5.0, min=0.5, max=30.0)  # how often the TUI's capture preview refreshes
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_sessions: int = _opt(1, min=1, max=64)  # browser tabs served at once (each runs its own app)
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: PathsSettings = field(default_factory=PathsSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
@@ -175,6 +188,8 @@ class Settings:
     imagegen: ImagegenSettings = field(default_factory=ImagegenSettings)
     guardrails: GuardrailsSettings = field(default_factory=GuardrailsSettings)
     tui: TuiSettings = field(default_factory=TuiSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     #: the file these came from (None: built-in defaults)
     source: Path | None = None
     #: how that file was found: --settings | $NCANVAS_SETTINGS | checkout | user | defaults
@@ -191,7 +206,8 @@ class Settings:
         from ncanvas_tui.endpoints import redact_url
 
         for sec in _SECTIONS:
-            out[sec] = {k: (str(v) if isinstance(v, Path) else redact_url(v) if k == "base_url" else v)
+            out[sec] = {k: (str(v) if isinstance(v, Path) else redact_url(v) if k == "base_url"
+                            else _redact_source(v) if (sec, k) == ("capture", "source") else v)
                         for k, v in dataclasses.asdict(getattr(self, sec)).items()}
         return out
 
@@ -199,7 +215,14 @@ class Settings:
 _SECTIONS: dict[str, Any] = {
     "paths": PathsSettings, "inference": InferenceSettings, "build": BuildSettings, "llm": LlmSettings,
     "imagegen": ImagegenSettings, "guardrails": GuardrailsSettings, "tui": TuiSettings,
+    "capture": CaptureSettings, "serve": ServeSettings,
 }
+
+
+def _redact_source(source: str) -> str:
+    from ncanvas_tui.endpoints import redact
+
+    return redact(source) if source else source
 
 _TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
                list: "a list", dict: "a table"}

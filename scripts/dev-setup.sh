@@ -17,3 +17,17 @@ if ! command -v tmux >/dev/null 2>&1; then
     echo "dev-setup: tmux not found (install it to run the end-to-end TUI test)" >&2
   fi
 fi
+# Debian's chromium + chromium-driver: the browser test of `ncanvas serve` (Selenium drives them;
+# nothing is downloaded at test time). NCANVAS_REQUIRE_BROWSER=1 (CI) makes a failure fatal.
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "dev-setup: could not install chromium + chromium-driver; the browser test of serve will be skipped" >&2
+  else
+    echo "dev-setup: chromium / chromedriver not found (apt-get install chromium chromium-driver for the serve browser test)" >&2
+  fi
+fi
+if [ "${NCANVAS_REQUIRE_BROWSER:-0}" = 1 ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  echo "dev-setup: FATAL: chromium and chromedriver are required here (NCANVAS_REQUIRE_BROWSER=1)" >&2
+  exit 1
+fi

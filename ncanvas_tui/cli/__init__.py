@@ -14,11 +14,23 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ncanvas_tui import __version__
-from ncanvas_tui.cli import bench, doctor, engines_cmd, history, imagine, infer, init, models, story, verify
+from ncanvas_tui.cli import (
+    bench,
+    doctor,
+    engines_cmd,
+    history,
+    imagine,
+    infer,
+    init,
+    models,
+    serve,
+    story,
+    verify,
+)
 from ncanvas_tui.cli.common import add_common, report_error
 
 #: subcommand modules, in the order ``--help`` lists them
-COMMANDS = [init, doctor, models, infer, bench, verify, story, imagine, history, engines_cmd]
+COMMANDS = [init, doctor, models, infer, bench, verify, story, imagine, history, engines_cmd, serve]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -10,11 +10,12 @@ from ncanvas_tui.cli.common import add_model_options, command, load_settings, pr
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "infer", "classify images (bad files are reported, the rest still classified)", run)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (folders: their images)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (folders: their images)")
     add_model_options(p)
     p.add_argument("--top", type=top_k, metavar="K", help="labels per image, 1..1000 (default: [inference].top_k)")
     p.add_argument("--no-history", action="store_true", help="do not record this run in the history")
     add_stream_options(p)
+    add_capture_options(p)
 
 
 def top_k(text: str) -> int:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     clf = Classifier(settings, target=select(settings, selection(args)), top=args.top)
-    paths, folder_errors = expand_paths(args.images)
+    paths, folder_errors = capture_paths(args, settings) or expand_paths(args.images)
     if getattr(args, "jsonl", False):
         return run_jsonl(clf, paths, folder_errors)
     # classified in the GPU worker (it owns the CUDA context TensorRT runs in; ONNX Runtime runs there too)
@@ -65,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
                "errors": [], "timing_ms": {"preprocess": 0.0, "infer": 0.0, "postprocess": 0.0},
                "batches": [], "notes": []}
     res["errors"] = folder_errors + res["errors"]
+    if getattr(args, "capture", None) is not None:
+        from ncanvas_tui.capture import describe
+
+        res["capture"] = {"source": describe(args.capture or settings.capture.source), "frames": len(paths)}
     if res["results"] and not args.no_history:
         res["run_id"] = record_history(settings, res)
     if args.json:
@@ -171,3 +176,46 @@ def run_jsonl(clf, paths: list[str], folder_errors: list[dict]) -> int:
               file=sys.stderr)
         return 2
     return 0
+
+
+# -- capture (issue 16): --capture SOURCE [--frames N] -------------------------------------------------
+def add_capture_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--capture", nargs="?", const="", default=None, metavar="SOURCE",
+                   help="classify frames from a camera index, video file, RTSP URL or GStreamer pipeline "
+                   "(no SOURCE: [capture].source); the frames are saved under [paths].output/captures/")
+    p.add_argument("--frames", type=frame_count, default=None, metavar="N",
+                   help="with --capture: frames to grab, 1..8 (default: [capture].frames)")
+
+
+def frame_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 1 <= n <= 8:
+        raise argparse.ArgumentTypeError(f"must be 1..8, got {n}")
+    return n
+
+
+def capture_paths(args: argparse.Namespace, settings) -> tuple[list, list] | None:
+    """With --capture: grab the frames, save them, and return (their paths, no errors); else None.
+    Without --capture and without IMAGE: a one-line usage error."""
+    from ncanvas_tui.errors import NcanvasError
+
+    capture = getattr(args, "capture", None)
+    if capture is None:
+        if args.frames is not None:
+            raise NcanvasError("infer: --frames goes with --capture")
+        if not args.images:
+            raise NcanvasError("infer: the following arguments are required: IMAGE (or --capture SOURCE; "
+                               "see ncanvas infer --help)")
+        return None
+    if args.images:
+        raise NcanvasError("infer: give IMAGE... or --capture SOURCE, not both")
+    from ncanvas_tui.capture import grab
+
+    frames = args.frames or settings.capture.frames
+    saved = grab(settings, capture or settings.capture.source, frames)
+    if not args.json:
+        print(f"captured {len(saved)} frame(s) into {saved[0].parent}", file=sys.stderr)
+    return [str(p) for p in saved], []

@@ -62,6 +62,7 @@ class InferScreen(NcScreen):
         Binding("ctrl+l", "clear", "Clear", id="infer_clear"),
         Binding("ctrl+y", "copy", "Copy labels", id="infer_copy"),
         Binding("escape", "cancel", "Cancel", id="cancel"),
+        Binding("ctrl+g", "capture", "Capture", id="infer_capture", show=False),
     ]
 
     def action_copy(self) -> None:
@@ -131,6 +132,20 @@ class InferScreen(NcScreen):
         backend = str(self.query_one("#infer-backend", Select).value)
         precision = str(self.query_one("#infer-precision", Select).value)
         self._classify(list(self.paths), model, backend, precision)
+
+    def action_capture(self) -> None:  # issue 16: frames from [capture].source, then classified
+        from ncanvas_tui.tui.screens.capture import CaptureScreen
+
+        def captured(paths: list[str] | None) -> None:
+            if paths:
+                picker = self.query_one(ImagePicker)
+                picker.clear()
+                for p in paths:
+                    picker.add(p)
+                self.paths = list(paths)
+                self.action_run()
+
+        self.app.push_screen(CaptureScreen(), captured)
 
     def action_cancel(self) -> None:
         if self._job is not None:
