@@ -182,7 +182,9 @@ async def test_embedding_failure_reports_the_real_cause_not_a_canned_answer(fake
 async def test_output_rail_failure_is_an_error_not_a_story(fake, tmp_path):
     fake.story.push(Reply("A short calm story."))
     fake.checks.push(Reply("No"), *[Error(500, "checker down")] * 3)
-    w = StoryWriter(load(tmp_path, fake.url, retries=0))
+    # not speculative: the input check answers first (the fake answers checks in arrival order; with the
+    # story started at once, the first output check could take the input check's "No")
+    w = StoryWriter(load(tmp_path, fake.url, retries=0, extra="speculative = false"))
     tokens, result = await collect(w, req())
     assert tokens == [] and not result.blocked
     assert "guardrails output check" in result.error and "checker down" in result.error
