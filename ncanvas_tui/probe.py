@@ -24,9 +24,13 @@ class Probe:
 
 def probe(base_url: str, key: str, model: str, *, timeout: float = TIMEOUT_S) -> Probe:
     """Ask ``base_url`` for its model list (never raises)."""
-    import openai
-
     where = redact_url(base_url)
+    try:
+        import openai
+    except ImportError:  # the core runs without the story extra: say so instead of failing doctor
+        return Probe(None, f"not tried: the openai client is not installed (pip install 'ncanvas[story]') "
+                     f"to check {where}", status="no-client")
+
     try:
         client = openai.OpenAI(base_url=base_url, api_key=key or "none", timeout=timeout, max_retries=0)
         page = client.models.list()

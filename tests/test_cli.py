@@ -95,3 +95,20 @@ def test_bad_arguments_are_one_line_exit_2(cli) -> None:
         assert r.returncode == 2, args
         assert r.stderr.count("\n") == 1 and expected in r.stderr, (args, r.stderr)
         assert "usage:" not in r.stderr
+
+
+def test_doctor_works_without_the_story_extra(settings_path) -> None:
+    """The core runs without openai: doctor says the endpoints were not tried, and exits 0."""
+    import json
+    import subprocess
+    import sys
+
+    settings_path.write_text(settings_path.read_text() + '\n[llm]\nbase_url = "http://127.0.0.1:9/v1"\n'
+                             'api_key_env = ""\n', encoding="utf-8")  # a local endpoint: it would be tried
+    code = ("import sys; sys.modules['openai'] = None\n"
+            "from ncanvas_tui.cli import main\n"
+            f"sys.exit(main(['doctor', '--json', '--settings', {str(settings_path)!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["llm"]["reachable"] is None and "openai client is not installed" in data["llm"]["detail"]
